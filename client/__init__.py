@@ -1,0 +1,1 @@
+"""The client library, answer comparison, filter, eval and CLI."""

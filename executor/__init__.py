@@ -1,0 +1,1 @@
+"""The sandbox engine: zygotes, containment, limits, and the gRPC server."""
