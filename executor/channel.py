@@ -1,0 +1,43 @@
+"""Length-prefixed marshal frames between the pool and its zygotes (both trusted)."""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+MAX_FRAME = 64 << 20
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame: 4-byte big-endian length, then the marshalled dict."""
+    data = marshal.dumps(message)
+    return len(data).to_bytes(4, "big") + data
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Inverse of `encode` without the length prefix."""
+    message = marshal.loads(payload)
+    if not isinstance(message, dict):
+        raise ValueError("frame is not a dict")
+    return message
+
+
+class FrameReader:
+    """Reassembles frames from a byte stream that arrives in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add bytes; return every frame now complete."""
+        self._buf += data
+        frames = []
+        while len(self._buf) >= 4:
+            size = int.from_bytes(self._buf[:4], "big")
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+            if len(self._buf) < 4 + size:
+                break
+            frames.append(decode(bytes(self._buf[4 : 4 + size])))
+            del self._buf[: 4 + size]
+        return frames

@@ -1,0 +1,136 @@
+"""The task process's containment: one ordered checklist, run right after fork.
+
+Order matters (nsjail's containProc is the model): session and descriptors first,
+then signals and rlimits, then privileges and Landlock, seccomp last, because the
+filter forbids the very calls the earlier steps make.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from potsandbox.executor.landlock import Ruleset
+    from potsandbox.executor.seccomp import SeccompFilter
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+RESULT_FD = 1000
+"""The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
+
+NOFILE = 64
+NPROC = 64
+STACK_BYTES = 8 << 20
+CHILD_NICE = 19
+"""Children yield to the supervisor so its clock and reads stay on time."""
+
+_PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+"""CPython ignores these at start-up; a fresh interpreter would too."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """What the zygote prepared once and every task process applies."""
+
+    seccomp: SeccompFilter | None
+    landlock: Ruleset | None
+    base_vm_bytes: int
+    """The zygote's address-space size; the memory budget is added on top."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pipes:
+    """Write ends the task process keeps; everything else is closed."""
+
+    stdout: int
+    stderr: int
+    result: int
+
+
+def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> None:
+    """Apply every restriction in order; raise OSError naming the failed step."""
+    os.setsid()
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")  # no orphan outlives its zygote
+    _wire_descriptors(pipes, keep=_landlock_fd(sandbox))
+    _reset_signals()
+    _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
+    os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+    if sandbox.landlock is not None:
+        sandbox.landlock.restrict_self()
+        sandbox.landlock.close()
+    if sandbox.seccomp is not None:
+        sandbox.seccomp.install(os.getpid())
+
+
+def _prctl(option: int, value: int, name: str) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({name}): {os.strerror(err)}")
+
+
+def _landlock_fd(sandbox: Sandbox) -> int | None:
+    return sandbox.landlock.fd if sandbox.landlock is not None else None
+
+
+def _wire_descriptors(pipes: Pipes, keep: int | None) -> None:
+    """stdin from /dev/null, stdout/stderr to the parent's pipes, the result fd high up."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(pipes.stdout, 1)
+    os.dup2(pipes.stderr, 2)
+    os.dup2(pipes.result, RESULT_FD)
+    os.set_inheritable(RESULT_FD, False)
+    keep_fds = sorted({0, 1, 2, RESULT_FD} | ({keep} if keep is not None else set()))
+    low = 3
+    for fd in keep_fds:
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, RESULT_FD + 64)
+    _close_above(RESULT_FD + 64)
+
+
+def _close_above(low: int) -> None:
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 4096
+    if soft > low:
+        os.closerange(low, soft)
+
+
+def _reset_signals() -> None:
+    """Start-up dispositions of a fresh interpreter, nothing blocked."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for signum in _PYTHON_IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def _set_rlimits(*, cpu_s: float, memory_bytes: int) -> None:
+    """Soft == hard everywhere, so the program cannot raise any of them back."""
+    cpu = max(1, int(cpu_s + 0.999))
+    limits = (
+        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_AS, memory_bytes),
+        (resource.RLIMIT_FSIZE, 0),
+        (resource.RLIMIT_NOFILE, NOFILE),
+        (resource.RLIMIT_NPROC, NPROC),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_MEMLOCK, 0),
+        (resource.RLIMIT_STACK, STACK_BYTES),
+        (resource.RLIMIT_MSGQUEUE, 0),
+        (resource.RLIMIT_RTPRIO, 0),
+    )
+    for which, value in limits:
+        resource.setrlimit(which, (value, value))

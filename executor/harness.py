@@ -1,0 +1,188 @@
+"""Run one program inside the (already contained) task process and report its answer.
+
+Everything here executes after the program's first instruction and is therefore
+untrusted: the parent treats the frame it writes as the program's claim about its
+answer and error, and decides the status itself from kernel facts.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import errno
+import linecache
+import marshal
+import os
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+from potsandbox.executor.conventions import Kind
+from potsandbox.executor.render import as_number, render
+
+PROGRAM_FILE = "<program>"
+PRELUDE_FILE = "<prelude>"
+
+_MISSING: Any = object()
+
+
+def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
+    """Execute prelude then program in one fresh `__main__` namespace; return the frame."""
+    _register_source(PROGRAM_FILE, program)
+    _register_source(PRELUDE_FILE, prelude)
+    try:
+        prelude_code = compile(prelude, PRELUDE_FILE, "exec") if prelude else None
+        body, last_expr = _compile_program(program, kind)
+    except (SyntaxError, ValueError) as exc:
+        return _syntax_frame(exc)
+    namespace = _fresh_main()
+    try:
+        try:
+            if prelude_code is not None:
+                exec(prelude_code, namespace)
+            exec(body, namespace)
+            last_value = eval(last_expr, namespace) if last_expr is not None else _MISSING
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                raise
+            last_value = _MISSING
+        return _answer_frame(kind, name, namespace, last_value)
+    except BaseException as exc:  # the program's own failure is a result, not our fault
+        traceback.print_exception(exc)
+        return _error_frame(exc)
+    finally:
+        _flush_streams()
+
+
+def write_frame(fd: int, frame: dict[str, Any]) -> None:
+    """Send the frame to the parent and close the channel before the slow exit."""
+    data = marshal.dumps(frame)
+    view = memoryview(len(data).to_bytes(4, "big") + data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)
+
+
+def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.CodeType | None]:
+    """Compile as plain CPython would; split off a final expression when it may be the answer."""
+    if kind not in (Kind.LAST_EXPR, Kind.AUTO):
+        return compile(program, PROGRAM_FILE, "exec"), None
+    tree = ast.parse(program, PROGRAM_FILE)
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return compile(tree, PROGRAM_FILE, "exec"), None
+    last = ast.Expression(tree.body.pop().value)
+    return compile(tree, PROGRAM_FILE, "exec"), compile(last, PROGRAM_FILE, "eval")
+
+
+def _fresh_main() -> dict[str, Any]:
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def _answer_frame(kind: Kind, name: str, namespace: dict[str, Any], last: Any) -> dict[str, Any]:
+    reader = _READERS[kind]
+    source, value = reader(name, namespace, last)
+    if source == "stdout":
+        return {"kind": "stdout", "convention": "stdout"}
+    if value is _MISSING:
+        return {"kind": "no_answer", "convention": source}
+    return {
+        "kind": "answer",
+        "convention": source,
+        "answer": render(value),
+        "number": as_number(value),
+    }
+
+
+def _read_variable(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, Any]:
+    return f"variable:{name}", namespace.get(name, _MISSING)
+
+
+def _read_call(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, Any]:
+    function = namespace.get(name, _MISSING)
+    if function is _MISSING:
+        return f"call:{name}", _MISSING
+    return f"call:{name}", function()
+
+
+def _read_last_expr(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, Any]:
+    return "last_expr", last
+
+
+def _read_stdout(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, Any]:
+    return "stdout", _MISSING
+
+
+def _read_auto(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, Any]:
+    if callable(namespace.get("solution")):
+        return _read_call("solution", namespace, last)
+    if "ans" in namespace:
+        return _read_variable("ans", namespace, last)
+    if last is not _MISSING:
+        return "last_expr", last
+    return "stdout", _MISSING
+
+
+_READERS: dict[Kind, Callable[[str, dict[str, Any], Any], tuple[str, Any]]] = {
+    Kind.VARIABLE: _read_variable,
+    Kind.CALL: _read_call,
+    Kind.LAST_EXPR: _read_last_expr,
+    Kind.STDOUT: _read_stdout,
+    Kind.AUTO: _read_auto,
+}
+
+
+def _error_frame(exc: BaseException) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "kind": "error",
+        "type": type(exc).__name__,
+        "message": _safe_str(exc),
+        "line": _program_line(exc.__traceback__),
+    }
+    if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
+        frame["errno"] = exc.errno
+    return frame
+
+
+def _syntax_frame(exc: SyntaxError | ValueError) -> dict[str, Any]:
+    in_program = isinstance(exc, SyntaxError) and exc.filename == PROGRAM_FILE
+    return {
+        "kind": "syntax_error",
+        "type": type(exc).__name__,
+        "message": _safe_str(exc),
+        "line": exc.lineno if in_program and isinstance(exc, SyntaxError) else None,
+    }
+
+
+def _program_line(tb: types.TracebackType | None) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == PROGRAM_FILE:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)[:4096]
+    except Exception:  # a hostile __str__ must not hide the error itself
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _register_source(filename: str, source: str) -> None:
+    """Let tracebacks on stderr show the program's lines, as they would from a file."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the program may have closed or replaced its streams
+            pass

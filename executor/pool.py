@@ -1,0 +1,384 @@
+"""The pool: starts zygotes, routes tasks to free slots, and never loses a task.
+
+Runs in the caller's asyncio loop (the gRPC server's, or the Executor's own
+thread). Each zygote is a separate fresh interpreter reached over one socket; a
+zygote that dies is replaced and its in-flight tasks are retried once, then
+reported as crashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from potsandbox.executor import channel
+from potsandbox.executor.conventions import Convention
+from potsandbox.executor.errors import ExecutorClosed, ExecutorError
+from potsandbox.executor.limits import Limits
+from potsandbox.executor.preload import LEAN_MODULES
+from potsandbox.executor.result import Result, Status
+
+log = logging.getLogger("potsandbox.executor")
+
+BACKSTOP_GRACE_S = 5.0
+"""A zygote that has not answered this long after a task's deadline is wedged."""
+
+MAX_ATTEMPTS = 2
+"""A task whose zygote died under it is retried once, then reported as crashed."""
+
+_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
+_LEAN_ROOTS = frozenset(m.partition(".")[0] for m in LEAN_MODULES) | {"sys", "os", "time", "typing"}
+
+
+def needs_full(program: str, prelude: str) -> bool:
+    """True unless every import is standard-library math the lean zygote preloads."""
+    source = f"{prelude}\n{program}"
+    if "__import__" in source or "importlib" in source:
+        return True
+    for match in _IMPORT.finditer(source):
+        names = match.group(1) or match.group(2)
+        for name in names.split(","):
+            if name.strip().partition(".")[0] not in _LEAN_ROOTS:
+                return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """How many zygotes of each kind, how they run, and where."""
+
+    zygotes: int = max(1, os.cpu_count() or 1)
+    """Zygotes with numpy/sympy preloaded (default: CPU count)."""
+    lean_zygotes: int = max(1, os.cpu_count() or 1)
+    """Zygotes with only the standard library preloaded, for programs that import nothing heavy."""
+    slots: int = 2
+    """Tasks in flight per zygote."""
+    namespaces: bool = True
+    """Enter user/pid/net/ipc/uts namespaces where the kernel allows."""
+    unconfined: bool = False
+    """Start even when neither seccomp nor Landlock is available."""
+    python: str = sys.executable
+    """Interpreter that runs the zygotes (it must have the server extra installed)."""
+
+
+@dataclass
+class _Pending:
+    program: str
+    prelude: str
+    convention: Convention
+    limits: Limits
+    task_id: str
+    full: bool
+    future: asyncio.Future[Result]
+    seq: int = 0
+    attempts: int = 0
+    zygote: _Zygote | None = None
+    backstop: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Zygote:
+    flavor: str
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader
+    layers: tuple[str, ...] = ()
+    in_flight: dict[int, _Pending] = field(default_factory=dict)
+    alive: bool = True
+    watcher: asyncio.Task[None] | None = None
+
+
+class ZygotePool:
+    """Asyncio pool of zygotes; `run` returns exactly one Result per call."""
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.zygotes: list[_Zygote] = []
+        self.layers: tuple[str, ...] = ()
+        self.restarts = 0
+        self._queues: dict[bool, collections.deque[_Pending]] = {
+            True: collections.deque(),
+            False: collections.deque(),
+        }
+        self._seq = itertools.count(1)
+        self._workdir = ""
+        self._closed = True
+        self._spawning: set[asyncio.Task[None]] = set()
+
+    @property
+    def busy(self) -> int:
+        """Tasks currently running in a zygote."""
+        return sum(len(z.in_flight) for z in self.zygotes)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a free slot."""
+        return sum(len(q) for q in self._queues.values())
+
+    @property
+    def capacity(self) -> int:
+        """Tasks that can run at once."""
+        return (self.config.zygotes + self.config.lean_zygotes) * self.config.slots
+
+    async def start(self) -> None:
+        """Start every zygote and wait until each has preloaded and reported ready."""
+        self._workdir = tempfile.mkdtemp(prefix="potsandbox-")
+        os.chmod(self._workdir, 0o755)
+        self._closed = False
+        flavors = ["full"] * self.config.zygotes + ["lean"] * self.config.lean_zygotes
+        try:
+            self.zygotes = list(await asyncio.gather(*(self._spawn(f) for f in flavors)))
+        except BaseException:
+            await self.stop()
+            raise
+        self.layers = self.zygotes[0].layers
+        log.info("zygotes ready: %d, isolation layers: %s", len(self.zygotes), ", ".join(self.layers))
+
+    async def run(
+        self,
+        program: str,
+        *,
+        prelude: str = "",
+        convention: Convention | None = None,
+        limits: Limits | None = None,
+        task_id: str = "",
+    ) -> Result:
+        """Run one program; cancelling the awaiting task kills the running process."""
+        if self._closed:
+            raise ExecutorClosed("the pool is not running")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(
+            program=program,
+            prelude=prelude,
+            convention=convention or Convention(),
+            limits=limits or Limits(),
+            task_id=task_id,
+            full=needs_full(program, prelude),
+            future=loop.create_future(),
+        )
+        self._queues[pending.full].append(pending)
+        self._pump()
+        try:
+            return await asyncio.shield(pending.future)
+        except asyncio.CancelledError:
+            self._abandon(pending)
+            raise
+
+    async def stop(self) -> None:
+        """Stop every zygote (which kills its tasks) and remove the work directory."""
+        self._closed = True
+        for spawn in list(self._spawning):
+            spawn.cancel()
+        for queue in self._queues.values():
+            while queue:
+                self._settle(queue.popleft(), _lost("the executor stopped"))
+        await asyncio.gather(*(self._retire(z) for z in self.zygotes), return_exceptions=True)
+        self.zygotes = []
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = ""
+
+    # -- zygote life cycle -------------------------------------------------
+
+    async def _spawn(self, flavor: str) -> _Zygote:
+        ours, theirs = socket.socketpair()
+        cmd = [self.config.python, "-s", "-m", "potsandbox.executor.zygote"]
+        cmd += ["--fd", str(theirs.fileno()), "--flavor", flavor, "--workdir", self._workdir]
+        cmd += [] if self.config.namespaces else ["--no-namespaces"]
+        cmd += ["--unconfined"] if self.config.unconfined else []
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                cwd=self._workdir,
+                env=zygote_environment(self._workdir),
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=channel.MAX_FRAME)
+        zygote = _Zygote(flavor, process, writer, reader)
+        try:
+            ready = await _read_frame(reader)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self._retire(zygote)
+            raise ExecutorError(f"{flavor} zygote exited during start-up (status {process.returncode})") from exc
+        zygote.layers = tuple(ready["layers"])
+        zygote.watcher = asyncio.get_running_loop().create_task(self._watch(zygote))
+        return zygote
+
+    async def _watch(self, zygote: _Zygote) -> None:
+        """Route verdicts to their tasks until the zygote goes away."""
+        try:
+            while True:
+                message = await _read_frame(zygote.reader)
+                self._on_result(zygote, message)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        await self._on_death(zygote)
+
+    def _on_result(self, zygote: _Zygote, message: dict[str, Any]) -> None:
+        pending = zygote.in_flight.pop(message.pop("id"), None)
+        message.pop("op", None)
+        if pending is not None:
+            if pending.backstop is not None:
+                pending.backstop.cancel()
+            message["status"] = Status(message["status"])
+            self._settle(pending, Result(task_id=pending.task_id, **message))
+        self._pump()
+
+    async def _on_death(self, zygote: _Zygote) -> None:
+        if not zygote.alive:
+            return
+        zygote.alive = False
+        orphans = list(zygote.in_flight.values())
+        zygote.in_flight.clear()
+        await self._retire(zygote)
+        if self._closed:
+            for pending in orphans:
+                self._settle(pending, _lost("the executor stopped"))
+            return
+        log.warning("%s zygote %s died with %d tasks in flight", zygote.flavor, zygote.process.pid, len(orphans))
+        for pending in orphans:
+            self._retry_or_fail(pending)
+        self._pump()
+        self.restarts += 1
+        spawn = asyncio.get_running_loop().create_task(self._replace(zygote))
+        self._spawning.add(spawn)
+        spawn.add_done_callback(self._spawning.discard)
+
+    async def _replace(self, dead: _Zygote) -> None:
+        with contextlib.suppress(ValueError):
+            self.zygotes.remove(dead)
+        while not self._closed:
+            try:
+                self.zygotes.append(await self._spawn(dead.flavor))
+                self._pump()
+                return
+            except ExecutorError as exc:
+                log.error("could not replace zygote: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _retire(self, zygote: _Zygote) -> None:
+        zygote.alive = False
+        zygote.writer.close()
+        with contextlib.suppress(ProcessLookupError):
+            zygote.process.kill()
+        await zygote.process.wait()
+        if zygote.watcher is not None and zygote.watcher is not asyncio.current_task():
+            zygote.watcher.cancel()
+
+    # -- dispatch ------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Give queued tasks to free slots: full zygotes take any task, lean ones only lean tasks."""
+        for zygote in self.zygotes:
+            while zygote.alive and len(zygote.in_flight) < self.config.slots:
+                pending = self._next_for(zygote)
+                if pending is None:
+                    break
+                self._dispatch(zygote, pending)
+
+    def _next_for(self, zygote: _Zygote) -> _Pending | None:
+        order = (False,) if zygote.flavor == "lean" else (True, False)
+        for full in order:
+            if self._queues[full]:
+                return self._queues[full].popleft()
+        return None
+
+    def _dispatch(self, zygote: _Zygote, pending: _Pending) -> None:
+        pending.seq = next(self._seq)
+        pending.attempts += 1
+        pending.zygote = zygote
+        zygote.in_flight[pending.seq] = pending
+        limits = pending.limits
+        zygote.writer.write(
+            channel.encode(
+                {
+                    "op": "run",
+                    "id": pending.seq,
+                    "program": pending.program,
+                    "prelude": pending.prelude,
+                    "kind": pending.convention.kind.value,
+                    "name": pending.convention.name,
+                    "timeout_s": limits.timeout_s,
+                    "cpu_s": limits.cpu_s,
+                    "memory_mb": limits.memory_mb,
+                    "output_bytes": limits.output_bytes,
+                }
+            )
+        )
+        loop = asyncio.get_running_loop()
+        pending.backstop = loop.call_later(
+            limits.timeout_s + BACKSTOP_GRACE_S, self._wedged, zygote, pending.seq
+        )
+
+    def _wedged(self, zygote: _Zygote, seq: int) -> None:
+        if seq in zygote.in_flight and zygote.alive:
+            log.error("zygote %s missed a deadline by %.0f s; replacing it", zygote.process.pid, BACKSTOP_GRACE_S)
+            with contextlib.suppress(ProcessLookupError):
+                zygote.process.kill()
+
+    def _retry_or_fail(self, pending: _Pending) -> None:
+        if pending.backstop is not None:
+            pending.backstop.cancel()
+        if pending.attempts >= MAX_ATTEMPTS:
+            self._settle(pending, _lost("the worker running this task died twice"))
+        else:
+            self._queues[pending.full].appendleft(pending)
+
+    def _abandon(self, pending: _Pending) -> None:
+        """The caller stopped waiting: drop the queued task or kill the running one."""
+        with contextlib.suppress(ValueError):
+            self._queues[pending.full].remove(pending)
+        zygote = pending.zygote
+        if zygote is not None and zygote.in_flight.get(pending.seq) is pending and zygote.alive:
+            zygote.writer.write(channel.encode({"op": "cancel", "id": pending.seq}))
+
+    def _settle(self, pending: _Pending, result: Result) -> None:
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+
+def _lost(reason: str) -> Result:
+    return Result(status=Status.CRASHED, error_type="WorkerLost", error_message=reason)
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    header = await reader.readexactly(4)
+    size = int.from_bytes(header, "big")
+    if size > channel.MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes")
+    return channel.decode(await reader.readexactly(size))
+
+
+def zygote_environment(workdir: str) -> dict[str, str]:
+    """The whole environment a zygote (and so every program) gets: nothing of the server's."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        # Heap on transparent huge pages: fork copies far fewer page-table entries.
+        "PYTHONMALLOC": "malloc",
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+    }

@@ -1,0 +1,188 @@
+"""Turn kernel facts about a finished task into its Result.
+
+The parent decides the status from the wait status, rusage, its own timer and byte
+counts. The result frame written inside the task only supplies what the program
+could have chosen anyway (its answer, its exception), and only when the process
+exited normally with status 0 after writing exactly one well-formed frame.
+"""
+
+from __future__ import annotations
+
+import errno
+import marshal
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from potsandbox.executor.conventions import Kind
+from potsandbox.executor.result import Status
+
+CPU_SLACK_S = 0.05
+"""A SIGXCPU/SIGKILL death this close to the CPU limit is the limit, not a crash."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the parent saw of one task process."""
+
+    wait_status: int
+    cpu_time_s: float
+    wall_time_s: float
+    peak_memory_mb: float
+    killed_for: Status | None
+    """TIMEOUT or OUTPUT_LIMIT when the parent killed the task, else None."""
+    frame: bytes
+    stdout: bytes
+    stderr: bytes
+    truncated: bool
+
+
+def decide(obs: Observation, *, kind: Kind, timeout_s: float, cpu_s: float) -> dict[str, Any]:
+    """Result fields (without id) for an observed task."""
+    fields = _base_fields(obs)
+    if obs.killed_for is Status.TIMEOUT:
+        return fields | _fail(Status.TIMEOUT, "Timeout", f"wall-clock limit of {timeout_s:g} s")
+    if obs.killed_for is Status.OUTPUT_LIMIT:
+        return fields | _fail(Status.OUTPUT_LIMIT, "OutputLimit", "output cap reached")
+    if os.WIFSIGNALED(obs.wait_status):
+        return fields | _signalled(os.WTERMSIG(obs.wait_status), obs.cpu_time_s, cpu_s)
+    code = os.waitstatus_to_exitcode(obs.wait_status)
+    fields["exit_code"] = code
+    return fields | _exited(code, obs, kind)
+
+
+def _base_fields(obs: Observation) -> dict[str, Any]:
+    return {
+        "stdout": obs.stdout.decode("utf-8", "replace"),
+        "stderr": obs.stderr.decode("utf-8", "replace"),
+        "truncated": obs.truncated,
+        "wall_time_s": round(obs.wall_time_s, 6),
+        "cpu_time_s": round(obs.cpu_time_s, 6),
+        "peak_memory_mb": round(obs.peak_memory_mb, 3),
+    }
+
+
+def _fail(status: Status, error_type: str, message: str) -> dict[str, Any]:
+    return {"status": status, "error_type": error_type, "error_message": message}
+
+
+def _signalled(signum: int, cpu_time_s: float, cpu_s: float) -> dict[str, Any]:
+    name = _signal_name(signum)
+    base = {"signal": signum}
+    if signum == signal.SIGSYS:
+        return base | _fail(Status.BLOCKED, "PolicyViolation", "killed by the syscall filter (SIGSYS)")
+    if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_time_s >= cpu_s - CPU_SLACK_S:
+        return base | _fail(Status.TIMEOUT, "CpuLimit", f"CPU-time limit of {cpu_s:g} s")
+    return base | _fail(Status.CRASHED, name, f"killed by {name}")
+
+
+def _exited(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
+    frame = _parse_frame(obs.frame)
+    if frame is None:
+        return _fail(Status.CRASHED, "MalformedResult", "the result channel held garbage")
+    if not frame:
+        return _exited_early(code, obs, kind)
+    if code != 0:
+        return _fail(Status.ERROR, "Exit", f"exited with status {code}")
+    return _from_frame(frame, obs)
+
+
+def _exited_early(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
+    """The process ended itself (os._exit) before the harness could report."""
+    if code != 0:
+        return _fail(Status.ERROR, "Exit", f"exited with status {code}")
+    if kind in (Kind.STDOUT, Kind.AUTO):
+        return _stdout_answer(obs.stdout)
+    return _fail(Status.NO_ANSWER, "Exit", "exited before the answer could be read")
+
+
+def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
+    kind = frame.get("kind")
+    convention = str(frame.get("convention", ""))
+    if kind == "answer":
+        return {
+            "status": Status.OK,
+            "convention": convention,
+            "answer": _text(frame.get("answer")),
+            "answer_number": _number(frame.get("number")),
+        }
+    if kind == "stdout":
+        return _stdout_answer(obs.stdout)
+    if kind == "no_answer":
+        name = convention.partition(":")[2] or convention
+        return {"convention": convention} | _fail(
+            Status.NO_ANSWER, "NoAnswer", f"{name} not defined"
+        )
+    if kind in ("error", "syntax_error"):
+        return _error(frame, syntax=kind == "syntax_error")
+    if kind == "internal":
+        return _fail(Status.CRASHED, "SandboxError", _text(frame.get("message")) or "")
+    return _fail(Status.CRASHED, "MalformedResult", "unknown result frame")
+
+
+def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
+    error_type = _text(frame.get("type")) or "Exception"
+    status = Status.SYNTAX_ERROR if syntax else Status.ERROR
+    if error_type == "MemoryError":
+        status = Status.MEMORY_LIMIT
+    elif error_type == "PermissionError" and frame.get("errno") in (errno.EPERM, errno.EACCES):
+        status = Status.BLOCKED
+    line = frame.get("line")
+    return {
+        "status": status,
+        "error_type": error_type,
+        "error_message": _text(frame.get("message")),
+        "error_line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+    }
+
+
+def _stdout_answer(stdout: bytes) -> dict[str, Any]:
+    text = stdout.decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return {"convention": "stdout"} | _fail(Status.NO_ANSWER, "NoAnswer", "no output")
+    return {
+        "status": Status.OK,
+        "convention": "stdout",
+        "answer": lines[-1],
+        "answer_number": _parse_float(lines[-1]),
+    }
+
+
+def _parse_frame(data: bytes) -> dict[str, Any] | None:
+    """{} when no frame was written, None when the bytes are not exactly one frame."""
+    if not data:
+        return {}
+    size = int.from_bytes(data[:4], "big")
+    if len(data) != 4 + size:
+        return None
+    try:
+        frame = marshal.loads(data[4:])
+    except (EOFError, ValueError, TypeError):
+        return None
+    return frame if isinstance(frame, dict) and frame else None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else None
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, float | int) and not isinstance(value, bool) else None
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,332 @@
+"""The zygote: a fresh, preloaded interpreter that forks one contained process per task.
+
+Started by the pool as `python -m potsandbox.executor.zygote` with a clean
+environment and one socket. It is the trusted parent of every task it forks: it
+owns the wall clock, reads stdout/stderr/result pipes with caps, kills the task
+at the deadline or the output cap, reaps it and sends the verdict back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from potsandbox.executor import channel, harness, namespaces, preload, verdict
+from potsandbox.executor.containment import RESULT_FD, Pipes, Sandbox, contain
+from potsandbox.executor.conventions import Kind
+from potsandbox.executor.result import Status
+
+if TYPE_CHECKING:
+    from potsandbox.executor.landlock import Ruleset
+    from potsandbox.executor.seccomp import SeccompFilter
+
+READ_CHUNK = 1 << 16
+RESULT_CAP = 1 << 20
+"""A result frame larger than this is garbage, not an answer."""
+
+
+@dataclass
+class Task:
+    """One running task process and everything read from it so far."""
+
+    spec: dict[str, Any]
+    pid: int
+    pidfd: int
+    started: float
+    deadline: float
+    fds: dict[int, str]
+    out: dict[str, bytearray] = field(
+        default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray(), "result": bytearray()}
+    )
+    killed_for: Status | None = None
+    truncated: bool = False
+
+
+class Zygote:
+    """Single-threaded event loop: task requests in, verdicts out."""
+
+    def __init__(self, sock: socket.socket, sandbox: Sandbox) -> None:
+        self.sock = sock
+        self.sandbox = sandbox
+        self.selector = selectors.DefaultSelector()
+        self.tasks: dict[int, Task] = {}
+        self.deadlines: list[tuple[float, int]] = []
+        self.reader = channel.FrameReader()
+        self.selector.register(sock, selectors.EVENT_READ, ("driver", None))
+
+    def serve(self) -> None:
+        """Run until the driver closes the socket, then kill whatever is left."""
+        try:
+            while self._step():
+                pass
+        finally:
+            for task in list(self.tasks.values()):
+                _kill(task)
+
+    def _step(self) -> bool:
+        events = self.selector.select(self._timeout())
+        for key, _ in events:
+            role, task = key.data
+            if role == "driver":
+                if not self._on_driver():
+                    return False
+            elif role == "exit":
+                self._finish(task)
+            else:
+                self._on_pipe(task, key.fd, role)
+        self._enforce_deadlines()
+        return True
+
+    def _timeout(self) -> float | None:
+        while self.deadlines and self.deadlines[0][1] not in self.tasks:
+            heapq.heappop(self.deadlines)
+        if not self.deadlines:
+            return None
+        return max(0.0, self.deadlines[0][0] - time.monotonic())
+
+    def _on_driver(self) -> bool:
+        data = self.sock.recv(READ_CHUNK)
+        if not data:
+            return False
+        for message in self.reader.feed(data):
+            if message["op"] == "run":
+                self._start(message)
+            elif message["op"] == "cancel":
+                self._cancel(message["id"])
+        return True
+
+    def _cancel(self, task_id: int) -> None:
+        """The caller gave up: end the task now; its verdict is still sent and dropped."""
+        for task in self.tasks.values():
+            if task.spec["id"] == task_id and task.killed_for is None:
+                task.killed_for = Status.TIMEOUT
+                _kill(task)
+
+    def _start(self, spec: dict[str, Any]) -> None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        res_r, res_w = os.pipe2(os.O_CLOEXEC)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            _run_child(self.sandbox, spec, Pipes(out_w, err_w, res_w))
+        for fd in (out_w, err_w, res_w):
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {})
+        for fd, role in ((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")):
+            os.set_blocking(fd, False)
+            task.fds[fd] = role
+            self.selector.register(fd, selectors.EVENT_READ, (role, task))
+        self.selector.register(pidfd, selectors.EVENT_READ, ("exit", task))
+        self.tasks[pidfd] = task
+        heapq.heappush(self.deadlines, (task.deadline, pidfd))
+
+    def _on_pipe(self, task: Task, fd: int, role: str) -> None:
+        if not self._drain(task, fd, role):
+            self.selector.unregister(fd)
+            os.close(fd)
+            del task.fds[fd]
+
+    def _drain(self, task: Task, fd: int, role: str) -> bool:
+        """Read what is there; False at end of file."""
+        cap = RESULT_CAP if role == "result" else task.spec["output_bytes"]
+        buf = task.out[role]
+        while True:
+            try:
+                chunk = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            room = cap - len(buf)
+            buf += chunk[: max(room, 0)]
+            if len(chunk) > room:
+                self._over_cap(task, role)
+                return False
+
+    def _over_cap(self, task: Task, role: str) -> None:
+        if role == "result":
+            task.out["result"] += b"\0"  # marks the frame malformed
+        elif task.killed_for is None:
+            task.killed_for = Status.OUTPUT_LIMIT
+        task.truncated = task.truncated or role != "result"
+        _kill(task)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, pidfd = heapq.heappop(self.deadlines)
+            task = self.tasks.get(pidfd)
+            if task is not None and task.killed_for is None:
+                task.killed_for = Status.TIMEOUT
+                _kill(task)
+
+    def _finish(self, task: Task) -> None:
+        ended = time.monotonic()
+        for fd, role in list(task.fds.items()):
+            os.set_blocking(fd, True)
+            self._drain(task, fd, role)
+            self.selector.unregister(fd)
+            os.close(fd)
+        self.selector.unregister(task.pidfd)
+        os.close(task.pidfd)
+        del self.tasks[task.pidfd]
+        _, status, usage = os.wait4(task.pid, 0)
+        spec = task.spec
+        observation = verdict.Observation(
+            wait_status=status,
+            cpu_time_s=usage.ru_utime + usage.ru_stime,
+            wall_time_s=ended - task.started,
+            peak_memory_mb=usage.ru_maxrss / 1024,
+            killed_for=task.killed_for,
+            frame=bytes(task.out["result"]),
+            stdout=bytes(task.out["stdout"]),
+            stderr=bytes(task.out["stderr"]),
+            truncated=task.truncated,
+        )
+        fields = verdict.decide(
+            observation, kind=Kind(spec["kind"]), timeout_s=spec["timeout_s"], cpu_s=spec["cpu_s"]
+        )
+        if fields.get("error_type") == "PolicyViolation":
+            _log(f"policy violation: task {spec['id']} killed by SIGSYS")
+        fields["status"] = fields["status"].value
+        self.sock.sendall(channel.encode({"op": "result", "id": spec["id"], **fields}))
+
+
+def _kill(task: Task) -> None:
+    try:
+        signal.pidfd_send_signal(task.pidfd, signal.SIGKILL)
+    except (ProcessLookupError, OSError):
+        pass
+
+
+def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
+    """The task process: contain, run, report, exit. Never returns into the zygote."""
+    try:
+        try:
+            contain(sandbox, pipes, cpu_s=spec["cpu_s"], memory_mb=spec["memory_mb"])
+        except BaseException as exc:
+            result_fd = RESULT_FD if _is_open(RESULT_FD) else pipes.result
+            harness.write_frame(result_fd, {"kind": "internal", "message": f"containment: {exc}"})
+            os._exit(0)
+        frame = harness.run(spec["program"], spec["prelude"], Kind(spec["kind"]), spec["name"])
+        harness.write_frame(RESULT_FD, frame)
+        os._exit(0)
+    finally:
+        os._exit(70)
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f'{{"event": "zygote", "pid": {os.getpid()}, "message": "{message}"}}\n')
+    sys.stderr.flush()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _read_paths(workdir: str) -> list[str]:
+    """Read-only view of the filesystem: the Python installation, its libraries, the workdir."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, workdir}
+    paths.update(p for p in sys.path if p)
+    paths.update(os.path.dirname(os.path.realpath(p)) for p in (sys.executable,))
+    paths.update(SYSTEM_READ_PATHS)
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+SYSTEM_READ_PATHS = (
+    "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
+    "/etc/localtime", "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random",
+    "/sys/devices/system/cpu",
+)  # fmt: skip
+"""Shared libraries loaded lazily, time zones, the harmless devices and CPU counts."""
+
+
+def _memory_size() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmSize missing from /proc/self/status")
+
+
+def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
+    layers: list[str] = []
+    filter_ = _seccomp_filter()
+    if filter_ is not None:
+        layers.append("seccomp")
+    ruleset = _landlock_ruleset(workdir)
+    if ruleset is not None:
+        layers.extend(f"landlock-{feature}" for feature in ruleset.features)
+    if filter_ is None and ruleset is None and not unconfined:
+        raise SystemExit("refusing to start: neither seccomp nor Landlock is available")
+    layers.append("rlimits")
+    return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES), layers
+
+
+def _seccomp_filter() -> SeccompFilter | None:
+    try:
+        from potsandbox.executor import seccomp
+
+        return seccomp.SeccompFilter(seccomp.build_filter())
+    except (ImportError, OSError) as exc:
+        _log(f"seccomp unavailable: {exc}")
+        return None
+
+
+def _landlock_ruleset(workdir: str) -> Ruleset | None:
+    try:
+        from potsandbox.executor import landlock
+
+        if landlock.abi_version() <= 0:
+            _log("landlock unavailable: the kernel does not support it")
+            return None
+        return landlock.Ruleset.read_only(_read_paths(workdir))
+    except (ImportError, OSError) as exc:
+        _log(f"landlock unavailable: {exc}")
+        return None
+
+
+HEADROOM_BYTES = 64 << 20
+"""Address space for the task's own bookkeeping beyond the zygote's, not counted as budget."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Enter namespaces, preload, build the filters once, then serve tasks."""
+    parser = argparse.ArgumentParser(prog="potsandbox.executor.zygote")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--flavor", choices=("full", "lean"), default="full")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--no-namespaces", action="store_true")
+    parser.add_argument("--unconfined", action="store_true")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    layers = [] if args.no_namespaces else list(namespaces.enter())
+    os.chdir(args.workdir)
+    preload.preload(full=args.flavor == "full")
+    sandbox, more = _build_sandbox(args.workdir, args.unconfined)
+    layers.extend(more)
+    for name in ("PYTHONMALLOC", "GLIBC_TUNABLES"):
+        os.environ.pop(name, None)
+    sys.stdout.flush()
+    preload.freeze()
+    ready = {"op": "ready", "pid": os.getpid(), "layers": layers, "flavor": args.flavor}
+    sock.sendall(channel.encode(ready))
+    Zygote(sock, sandbox).serve()
+
+
+if __name__ == "__main__":
+    main()
