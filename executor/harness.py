@@ -38,6 +38,7 @@ def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
     except (SyntaxError, ValueError) as exc:
         return _syntax_frame(exc)
     namespace = _fresh_main()
+    _reseed()
     try:
         try:
             if prelude_code is not None:
@@ -75,6 +76,16 @@ def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.Co
         return compile(tree, PROGRAM_FILE, "exec"), None
     last = ast.Expression(tree.body.pop().value)
     return compile(tree, PROGRAM_FILE, "exec"), compile(last, PROGRAM_FILE, "eval")
+
+
+def _reseed() -> None:
+    """A fresh interpreter seeds its generators from the OS; forked ones share the zygote's."""
+    import random
+
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
 
 
 def _fresh_main() -> dict[str, Any]:

@@ -62,8 +62,11 @@ class PoolConfig:
     """Zygotes with numpy/sympy preloaded (default: CPU count)."""
     lean_zygotes: int = max(1, os.cpu_count() or 1)
     """Zygotes with only the standard library preloaded, for programs that import nothing heavy."""
-    slots: int = 2
+    slots: int = 1
     """Tasks in flight per zygote."""
+    max_in_flight: int = max(1, os.cpu_count() or 1)
+    """Tasks running at once across all zygotes (default: CPU count). More than the
+    cores only stretches every task's wall clock, and the timeout is wall clock."""
     namespaces: bool = True
     """Enter user/pid/net/ipc/uts namespaces where the kernel allows."""
     unconfined: bool = False
@@ -129,7 +132,8 @@ class ZygotePool:
     @property
     def capacity(self) -> int:
         """Tasks that can run at once."""
-        return (self.config.zygotes + self.config.lean_zygotes) * self.config.slots
+        slots = (self.config.zygotes + self.config.lean_zygotes) * self.config.slots
+        return min(slots, self.config.max_in_flight)
 
     async def start(self) -> None:
         """Start every zygote and wait until each has preloaded and reported ready."""
@@ -284,20 +288,19 @@ class ZygotePool:
     # -- dispatch ------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Give queued tasks to free slots: full zygotes take any task, lean ones only lean tasks."""
-        for zygote in self.zygotes:
-            while zygote.alive and len(zygote.in_flight) < self.config.slots:
-                pending = self._next_for(zygote)
-                if pending is None:
-                    break
-                self._dispatch(zygote, pending)
+        """Fill free slots: each flavor its own queue first, then full zygotes help the lean queue."""
+        busy = self.busy
+        lean = [z for z in self.zygotes if z.flavor == "lean"]
+        full = [z for z in self.zygotes if z.flavor == "full"]
+        for zygotes, heavy in ((lean, False), (full, True), (full, False)):
+            queue = self._queues[heavy]
+            for zygote in zygotes:
+                while queue and busy < self.config.max_in_flight and self._free(zygote):
+                    self._dispatch(zygote, queue.popleft())
+                    busy += 1
 
-    def _next_for(self, zygote: _Zygote) -> _Pending | None:
-        order = (False,) if zygote.flavor == "lean" else (True, False)
-        for full in order:
-            if self._queues[full]:
-                return self._queues[full].popleft()
-        return None
+    def _free(self, zygote: _Zygote) -> bool:
+        return zygote.alive and len(zygote.in_flight) < self.config.slots
 
     def _dispatch(self, zygote: _Zygote, pending: _Pending) -> None:
         pending.seq = next(self._seq)

@@ -6,11 +6,13 @@ new (numpy/sympy types are recognised by module name, not by import).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-MAX_ANSWER_CHARS = 65536
-"""Longer renderings are cut: an answer is a value, not a data dump."""
+MAX_ANSWER_CHARS = 2000
+"""Longer renderings are cut, as the reference run's `observed` was."""
+
+FLOAT_OVERFLOW = 2**1024
+"""Integers beyond float range were recorded as "<int too large>" by the reference run."""
 
 MAX_ARRAY_ITEMS = 10_000
 """numpy arrays up to this size render as lists, larger ones with str()."""
@@ -28,23 +30,22 @@ def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return _finite_or_none(value)
+        return _float(value)
     if _module_root(value) == "sympy" and getattr(value, "is_number", False):
         if getattr(value, "is_real", False) is not True:
             return None
         try:
-            return _finite_or_none(float(value))
+            return _float(float(value))
         except (TypeError, ValueError, OverflowError):
             return None
     return None
 
 
-def _finite_or_none(value: int | float) -> float | None:
+def _float(value: int | float) -> float | None:
     try:
-        number = float(value)
+        return float(value)
     except OverflowError:
         return None
-    return number if not math.isnan(number) else number
 
 
 def _render(value: Any, depth: int) -> str:
@@ -55,6 +56,8 @@ def _render(value: Any, depth: int) -> str:
         return str(value)
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, int) and abs(value) >= FLOAT_OVERFLOW:
+        return "<int too large>"
     if isinstance(value, list | set | frozenset):
         return "[" + ", ".join(_render(item, depth + 1) for item in value) + "]"
     if isinstance(value, tuple):

@@ -78,12 +78,19 @@ class Zygote:
             if role == "driver":
                 if not self._on_driver():
                     return False
+            elif not self._current(task, key.fd, role):
+                continue  # closed earlier in this batch; the number may already be reused
             elif role == "exit":
                 self._finish(task)
             else:
                 self._on_pipe(task, key.fd, role)
         self._enforce_deadlines()
         return True
+
+    def _current(self, task: Task, fd: int, role: str) -> bool:
+        if self.tasks.get(task.pidfd) is not task:
+            return False
+        return role == "exit" or task.fds.get(fd) == role
 
     def _timeout(self) -> float | None:
         while self.deadlines and self.deadlines[0][1] not in self.tasks:

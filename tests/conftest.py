@@ -1,0 +1,6 @@
+"""Test helpers live beside the tests (corpus.py, bpf_interp.py)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
