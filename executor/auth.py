@@ -8,26 +8,29 @@ from typing import Any
 
 import grpc
 
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 """Kubernetes and Docker probes carry no token; health reveals nothing."""
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Rejects calls without `authorization: Bearer <token>` (constant-time compare)."""
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+        async def deny(request: Any, context: Context) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
 
         self._deny = deny
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         if details.method.startswith(HEALTH_PREFIX) or self._allowed(details.invocation_metadata):
             return await continuation(details)
         handler = await continuation(details)
@@ -41,7 +44,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return grpc.stream_unary_rpc_method_handler(self._deny)
         return grpc.unary_unary_rpc_method_handler(self._deny)
 
-    async def _deny_stream(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def _deny_stream(self, request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         yield  # pragma: no cover - abort raises
 

@@ -90,13 +90,17 @@ def _is_loopback(host: str) -> bool:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Flags of `potsandbox serve`; each also reads POTSANDBOX_<NAME> from the environment."""
-    p = parser or argparse.ArgumentParser(prog="potsandbox serve", description="Run the sandbox gRPC service.")
+    p = parser or argparse.ArgumentParser(
+        prog="potsandbox serve", description="Run the sandbox gRPC service."
+    )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file")
     p.add_argument("--workers", type=int, help="numpy/sympy zygotes (default: CPU count)")
     p.add_argument("--lean-workers", type=int, help="standard-library zygotes (default: CPU count)")
-    p.add_argument("--max-in-flight", type=int, help="programs running at once (default: CPU count)")
+    p.add_argument(
+        "--max-in-flight", type=int, help="programs running at once (default: CPU count)"
+    )
     p.add_argument("--queue-size", type=int, help="accepted tasks waiting beyond those running")
     p.add_argument("--timeout", type=float, help="default wall-clock limit, seconds")
     p.add_argument("--max-timeout", type=float, help="largest wall-clock limit a request may ask")
@@ -106,17 +110,40 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--max-memory-mb", type=int, help="largest memory budget")
     p.add_argument("--output-bytes", type=int, help="default cap on stdout and on stderr")
     p.add_argument("--max-output-bytes", type=int, help="largest output cap")
-    p.add_argument("--clamp-limits", action="store_true", default=None, help="clamp over-limit requests instead of rejecting")
+    p.add_argument(
+        "--clamp-limits",
+        action="store_true",
+        default=None,
+        help="clamp over-limit requests instead of rejecting",
+    )
     p.add_argument("--token-file", type=Path, help="file holding the shared bearer token")
     p.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument("--tls-client-ca", type=Path, help="require client certificates from this CA (mTLS)")
-    p.add_argument("--insecure", action="store_true", default=None, help="allow a non-loopback bind without auth")
+    p.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates from this CA (mTLS)"
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback bind without auth",
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--grace", type=float, help="seconds in-flight tasks get on SIGTERM (default 30)")
-    p.add_argument("--no-reflection", action="store_true", default=None, help="disable server reflection")
-    p.add_argument("--no-namespaces", action="store_true", default=None, help="do not enter namespaces")
-    p.add_argument("--unconfined", action="store_true", default=None, help="start even without seccomp and Landlock")
+    p.add_argument(
+        "--grace", type=float, help="seconds in-flight tasks get on SIGTERM (default 30)"
+    )
+    p.add_argument(
+        "--no-reflection", action="store_true", default=None, help="disable server reflection"
+    )
+    p.add_argument(
+        "--no-namespaces", action="store_true", default=None, help="do not enter namespaces"
+    )
+    p.add_argument(
+        "--unconfined",
+        action="store_true",
+        default=None,
+        help="start even without seccomp and Landlock",
+    )
     return p
 
 
@@ -157,7 +184,9 @@ class _Source:
         try:
             return cast(str(value))  # type: ignore[call-arg]
         except ValueError as exc:
-            raise ConfigError(name, f"POTSANDBOX_{name.upper()}={value!r} is not a valid {cast.__name__}") from exc
+            raise ConfigError(
+                name, f"POTSANDBOX_{name.upper()}={value!r} is not a valid {cast.__name__}"
+            ) from exc
 
 
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ServerConfig:

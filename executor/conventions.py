@@ -53,7 +53,9 @@ class Convention:
                 kind = Kind(head)
             except ValueError:
                 known = ", ".join([*(k.value for k in Kind), *_ALIASES])
-                raise ConfigError("convention", f"unknown convention {text!r}; use one of {known}") from None
+                raise ConfigError(
+                    "convention", f"unknown convention {text!r}; use one of {known}"
+                ) from None
             default = DEFAULT_NAMES.get(kind, "")
             if given and kind not in DEFAULT_NAMES:
                 raise ConfigError("convention", f"convention {head!r} takes no name")

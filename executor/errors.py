@@ -1,10 +1,10 @@
 """Errors of the sandbox engine (our faults and bad requests; program outcomes are Results).
 
-    ExecutorError
-    ├── ConfigError        a setting is invalid or contradicts another
-    │   └── LimitError     a requested limit is out of range (names the field)
-    ├── IsolationError     no kernel isolation layer could be set up
-    └── ExecutorClosed     the executor is not running
+ExecutorError
+├── ConfigError        a setting is invalid or contradicts another
+│   └── LimitError     a requested limit is out of range (names the field)
+├── IsolationError     no kernel isolation layer could be set up
+└── ExecutorClosed     the executor is not running
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import errno
 import linecache
 import marshal
@@ -72,9 +73,11 @@ def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.Co
     if kind not in (Kind.LAST_EXPR, Kind.AUTO):
         return compile(program, PROGRAM_FILE, "exec"), None
     tree = ast.parse(program, PROGRAM_FILE)
-    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+    final = tree.body[-1] if tree.body else None
+    if not isinstance(final, ast.Expr):
         return compile(tree, PROGRAM_FILE, "exec"), None
-    last = ast.Expression(tree.body.pop().value)
+    tree.body.pop()
+    last = ast.Expression(final.value)
     return compile(tree, PROGRAM_FILE, "exec"), compile(last, PROGRAM_FILE, "eval")
 
 
@@ -193,7 +196,5 @@ def _register_source(filename: str, source: str) -> None:
 
 def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):  # the program may have closed or replaced them
             stream.flush()
-        except Exception:  # the program may have closed or replaced its streams
-            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from potsandbox.executor.errors import LimitError
 
@@ -56,7 +57,7 @@ class LimitPolicy:
             "memory_mb": memory_mb,
             "output_bytes": output_bytes,
         }
-        chosen = {}
+        chosen: dict[str, Any] = {}
         for name, value in requested.items():
             if value is None:
                 continue

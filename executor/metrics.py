@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
 from potsandbox.executor.pool import ZygotePool
 from potsandbox.executor.result import Result
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
 class Metrics:
@@ -19,15 +18,34 @@ class Metrics:
         self.latency = Histogram(
             "potsandbox_task_seconds",
             "Wall-clock time of a task, from admission to verdict.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+            ),
             registry=self.registry,
         )
         self.rejected = Counter(
-            "potsandbox_rejected", "Requests refused before running.", ["code"], registry=self.registry
+            "potsandbox_rejected",
+            "Requests refused before running.",
+            ["code"],
+            registry=self.registry,
         )
-        Gauge("potsandbox_queue_depth", "Tasks waiting for a worker.", registry=self.registry).set_function(
-            lambda: pool.queued
-        )
+        Gauge(
+            "potsandbox_queue_depth", "Tasks waiting for a worker.", registry=self.registry
+        ).set_function(lambda: pool.queued)
         Gauge("potsandbox_busy_workers", "Tasks running now.", registry=self.registry).set_function(
             lambda: pool.busy
         )

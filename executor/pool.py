@@ -147,7 +147,9 @@ class ZygotePool:
             await self.stop()
             raise
         self.layers = self.zygotes[0].layers
-        log.info("zygotes ready: %d, isolation layers: %s", len(self.zygotes), ", ".join(self.layers))
+        log.info(
+            "zygotes ready: %d, isolation layers: %s", len(self.zygotes), ", ".join(self.layers)
+        )
 
     async def run(
         self,
@@ -219,7 +221,9 @@ class ZygotePool:
             ready = await _read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self._retire(zygote)
-            raise ExecutorError(f"{flavor} zygote exited during start-up (status {process.returncode})") from exc
+            raise ExecutorError(
+                f"{flavor} zygote exited during start-up (status {process.returncode})"
+            ) from exc
         zygote.layers = tuple(ready["layers"])
         zygote.watcher = asyncio.get_running_loop().create_task(self._watch(zygote))
         return zygote
@@ -255,7 +259,12 @@ class ZygotePool:
             for pending in orphans:
                 self._settle(pending, _lost("the executor stopped"))
             return
-        log.warning("%s zygote %s died with %d tasks in flight", zygote.flavor, zygote.process.pid, len(orphans))
+        log.warning(
+            "%s zygote %s died with %d tasks in flight",
+            zygote.flavor,
+            zygote.process.pid,
+            len(orphans),
+        )
         for pending in orphans:
             self._retry_or_fail(pending)
         self._pump()
@@ -288,7 +297,7 @@ class ZygotePool:
     # -- dispatch ------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Fill free slots: each flavor its own queue first, then full zygotes help the lean queue."""
+        """Fill free slots: each flavor its own queue, then full zygotes help with lean tasks."""
         busy = self.busy
         lean = [z for z in self.zygotes if z.flavor == "lean"]
         full = [z for z in self.zygotes if z.flavor == "full"]
@@ -331,7 +340,11 @@ class ZygotePool:
 
     def _wedged(self, zygote: _Zygote, seq: int) -> None:
         if seq in zygote.in_flight and zygote.alive:
-            log.error("zygote %s missed a deadline by %.0f s; replacing it", zygote.process.pid, BACKSTOP_GRACE_S)
+            log.error(
+                "zygote %s missed a deadline by %.0f s; replacing it",
+                zygote.process.pid,
+                BACKSTOP_GRACE_S,
+            )
             with contextlib.suppress(ProcessLookupError):
                 zygote.process.kill()
 

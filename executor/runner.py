@@ -94,7 +94,9 @@ class Executor:
     def start(self) -> None:
         """Start the loop thread and the zygotes."""
         loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="potsandbox-executor", daemon=True)
+        self._thread = threading.Thread(
+            target=loop.run_forever, name="potsandbox-executor", daemon=True
+        )
         self._thread.start()
         self._loop = loop
         try:
@@ -146,7 +148,11 @@ class Executor:
         ).result()
 
     def map(
-        self, programs: Iterable[str], *, convention: Convention | str = "auto", limits: Limits | None = None
+        self,
+        programs: Iterable[str],
+        *,
+        convention: Convention | str = "auto",
+        limits: Limits | None = None,
     ) -> list[Result]:
         """Run many programs concurrently; results in input order."""
         futures = [self.submit(p, convention=convention, limits=limits) for p in programs]

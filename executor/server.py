@@ -16,11 +16,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from importlib import metadata
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from potsandbox.executor import config as config_module
 from potsandbox.executor import logs, wire
 from potsandbox.executor.auth import TokenInterceptor
@@ -32,6 +33,8 @@ from potsandbox.v1 import sandbox_pb2 as pb
 from potsandbox.v1 import sandbox_pb2_grpc as pb_grpc
 
 log = logging.getLogger("potsandbox.server")
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
 DEADLINE_MARGIN_S = 0.05
@@ -88,14 +91,16 @@ class Admission:
 class SandboxService(pb_grpc.SandboxServicer):
     """Execute, ExecuteStream and GetInfo over an AsyncExecutor."""
 
-    def __init__(self, executor: AsyncExecutor, config: ServerConfig, metrics: object | None = None) -> None:
+    def __init__(
+        self, executor: AsyncExecutor, config: ServerConfig, metrics: object | None = None
+    ) -> None:
         self.executor = executor
         self.config = config
         self.metrics = metrics
         self.admission = Admission(executor.pool.capacity + config.queue_size)
         self.draining = False
 
-    async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:
+    async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         spec = await self._parse(request, context, require_id=False)
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is draining")
@@ -112,7 +117,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         return wire.result_to_proto(result)
 
     async def ExecuteStream(
-        self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: Context
     ) -> AsyncIterator[pb.ExecuteResponse]:
         """Results in completion order; reading pauses while the stream's window is full."""
         done: asyncio.Queue[asyncio.Task[Result] | None] = asyncio.Queue()
@@ -159,12 +164,14 @@ class SandboxService(pb_grpc.SandboxServicer):
             for task in list(running):
                 task.cancel()
 
-    async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext) -> pb.ServerInfo:
+    async def GetInfo(self, request: pb.GetInfoRequest, context: Context) -> pb.ServerInfo:
         pool = self.executor.pool.config
         policy = self.config.policy
         return pb.ServerInfo(
             version=version(),
-            workers=pb.Workers(zygotes=pool.zygotes + pool.lean_zygotes, slots=self.executor.pool.capacity),
+            workers=pb.Workers(
+                zygotes=pool.zygotes + pool.lean_zygotes, slots=self.executor.pool.capacity
+            ),
             isolation=list(self.executor.layers),
             default_limits=wire.limits_to_proto(policy.default),
             max_limits=wire.limits_to_proto(policy.maximum),
@@ -173,7 +180,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         )
 
     async def _parse(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext, *, require_id: bool
+        self, request: pb.ExecuteRequest, context: Context, *, require_id: bool
     ) -> wire.TaskSpec:
         try:
             return self._validate(request, require_id=require_id)
@@ -190,18 +197,20 @@ class SandboxService(pb_grpc.SandboxServicer):
             raise wire.RequestError("id", "every ExecuteStream request needs an id (field `id`)")
         return spec
 
-    async def _run_admitted(self, spec: wire.TaskSpec, context: grpc.aio.ServicerContext) -> Result:
+    async def _run_admitted(self, spec: wire.TaskSpec, context: Context) -> Result:
         try:
             return await self._run(spec, context)
         finally:
             await self.admission.release()
 
-    async def _run(self, spec: wire.TaskSpec, context: grpc.aio.ServicerContext) -> Result:
+    async def _run(self, spec: wire.TaskSpec, context: Context) -> Result:
         """Run with the wall clock cut to the caller's deadline; cancellation kills the task."""
         limits = spec.limits
         remaining = context.time_remaining()
         if remaining is not None:
-            limits = replace(limits, timeout_s=max(0.001, min(limits.timeout_s, remaining - DEADLINE_MARGIN_S)))
+            limits = replace(
+                limits, timeout_s=max(0.001, min(limits.timeout_s, remaining - DEADLINE_MARGIN_S))
+            )
         started = time.monotonic()
         try:
             result = await self.executor.run(
@@ -212,7 +221,12 @@ class SandboxService(pb_grpc.SandboxServicer):
                 task_id=spec.id,
             )
         except ExecutorError as exc:
-            result = Result(status=Status.CRASHED, error_type="ServiceError", error_message=str(exc), task_id=spec.id)
+            result = Result(
+                status=Status.CRASHED,
+                error_type="ServiceError",
+                error_message=str(exc),
+                task_id=spec.id,
+            )
         if self.metrics is not None:
             self.metrics.observe(result, time.monotonic() - started)  # type: ignore[attr-defined]
         return result
@@ -238,7 +252,9 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     tls = config.tls
     pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
     client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
-    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 class Service:
@@ -247,7 +263,7 @@ class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.executor = AsyncExecutor(config.pool, config.policy)
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.service: SandboxService | None = None
         self.port = 0
@@ -262,7 +278,11 @@ class Service:
         pb_grpc.add_SandboxServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.config.reflection:
-            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            names = (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
             reflection.enable_server_reflection(names, server)
         address = f"{self.config.host}:{self.config.port}"
         credentials = _credentials(self.config)
@@ -278,8 +298,13 @@ class Service:
             self.config.port_file.write_text(f"{self.port}\n")
         log.info(
             "listening",
-            extra={"host": self.config.host, "port": self.port, "isolation": list(self.executor.layers),
-                   "tls": self.config.tls is not None, "auth": self.config.token is not None},
+            extra={
+                "host": self.config.host,
+                "port": self.port,
+                "isolation": list(self.executor.layers),
+                "tls": self.config.tls is not None,
+                "auth": self.config.token is not None,
+            },
         )
 
     def _metrics(self) -> object | None:

@@ -71,7 +71,9 @@ def _signalled(signum: int, cpu_time_s: float, cpu_s: float) -> dict[str, Any]:
     name = _signal_name(signum)
     base = {"signal": signum}
     if signum == signal.SIGSYS:
-        return base | _fail(Status.BLOCKED, "PolicyViolation", "killed by the syscall filter (SIGSYS)")
+        return base | _fail(
+            Status.BLOCKED, "PolicyViolation", "killed by the syscall filter (SIGSYS)"
+        )
     if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_time_s >= cpu_s - CPU_SLACK_S:
         return base | _fail(Status.TIMEOUT, "CpuLimit", f"CPU-time limit of {cpu_s:g} s")
     return base | _fail(Status.CRASHED, name, f"killed by {name}")

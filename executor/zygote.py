@@ -9,6 +9,7 @@ at the deadline or the output cap, reaps it and sends the verdict back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import os
 import selectors
@@ -44,7 +45,11 @@ class Task:
     deadline: float
     fds: dict[int, str]
     out: dict[str, bytearray] = field(
-        default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray(), "result": bytearray()}
+        default_factory=lambda: {
+            "stdout": bytearray(),
+            "stderr": bytearray(),
+            "result": bytearray(),
+        }
     )
     killed_for: Status | None = None
     truncated: bool = False
@@ -210,10 +215,8 @@ class Zygote:
 
 
 def _kill(task: Task) -> None:
-    try:
+    with contextlib.suppress(OSError):  # already gone
         signal.pidfd_send_signal(task.pidfd, signal.SIGKILL)
-    except (ProcessLookupError, OSError):
-        pass
 
 
 def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:

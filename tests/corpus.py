@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from potsandbox.executor import Convention, Limits, Result, Status
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -20,13 +19,21 @@ KNOWN_DIFFERENCES = Path(__file__).resolve().parent / "data" / "fidelity_differe
 REFERENCE_LIMITS = Limits(timeout_s=5.0, cpu_s=10.0, memory_mb=4096)
 """The reference run's limits (corpus README): 5 s wall clock, 4 GiB."""
 
-_STATUS_OF_OBSERVED = {"ok": "ok", "error": "error", "no_answer": "no_answer", "timeout": "timeout", "crash": "crashed"}
+_STATUS_OF_OBSERVED = {
+    "ok": "ok",
+    "error": "error",
+    "no_answer": "no_answer",
+    "timeout": "timeout",
+    "crash": "crashed",
+}
 
 
 def require_corpus() -> Path:
     """The full corpus, or skip: a user's clone has no ../shared beside it."""
     if not CORPUS.exists():
-        pytest.skip(f"full corpus not found at {CORPUS} (../shared is only beside CI and dev clones)")
+        pytest.skip(
+            f"full corpus not found at {CORPUS} (../shared is only beside CI and dev clones)"
+        )
     return CORPUS
 
 

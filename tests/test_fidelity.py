@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from corpus import (
     REFERENCE_LIMITS,
     SAMPLE,
@@ -56,7 +55,9 @@ def _check(path: Path) -> None:
             explained[known[row["id"]]] += 1
         else:
             unexplained[row["id"]] = diff
-    print(f"\n{len(rows)} programs, {sum(explained.values())} listed differences: {dict(explained)}")
+    print(
+        f"\n{len(rows)} programs, {sum(explained.values())} listed differences: {dict(explained)}"
+    )
     assert not unexplained, f"{len(unexplained)} unexplained differences: {unexplained}"
 
 
