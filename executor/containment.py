@@ -31,9 +31,6 @@ STACK_BYTES = 8 << 20
 CHILD_NICE = 19
 """Children yield to the supervisor so its clock and reads stay on time."""
 
-_PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
-"""CPython ignores these at start-up; a fresh interpreter would too."""
-
 
 @dataclass(frozen=True, slots=True)
 class Sandbox:
@@ -43,6 +40,8 @@ class Sandbox:
     landlock: Ruleset | None
     base_vm_bytes: int
     """The zygote's address-space size; the memory budget is added on top."""
+    devnull: int
+    """/dev/null, opened once by the zygote, becomes every task's stdin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +57,8 @@ def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> 
     """Apply every restriction in order; raise OSError naming the failed step."""
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")  # no orphan outlives its zygote
-    _wire_descriptors(pipes, keep=_landlock_fd(sandbox))
-    _reset_signals()
+    _wire_descriptors(pipes, sandbox.devnull, keep=_landlock_fd(sandbox))
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # dispositions are a fresh interpreter's
     _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
     os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
     _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
@@ -80,9 +79,8 @@ def _landlock_fd(sandbox: Sandbox) -> int | None:
     return sandbox.landlock.fd if sandbox.landlock is not None else None
 
 
-def _wire_descriptors(pipes: Pipes, keep: int | None) -> None:
+def _wire_descriptors(pipes: Pipes, devnull: int, keep: int | None) -> None:
     """stdin from /dev/null, stdout/stderr to the parent's pipes, the result fd high up."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(pipes.stdout, 1)
     os.dup2(pipes.stderr, 2)
@@ -105,16 +103,6 @@ def _close_above(low: int) -> None:
         soft = 4096
     if soft > low:
         os.closerange(low, soft)
-
-
-def _reset_signals() -> None:
-    """Start-up dispositions of a fresh interpreter, nothing blocked."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    for signum in _PYTHON_IGNORED:
-        signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
-        signal.signal(signum, signal.SIG_DFL)
 
 
 def _set_rlimits(*, cpu_s: float, memory_bytes: int) -> None:

@@ -73,6 +73,10 @@ class PoolConfig:
     """Start even when neither seccomp nor Landlock is available."""
     python: str = sys.executable
     """Interpreter that runs the zygotes (it must have the server extra installed)."""
+    huge_pages: bool = True
+    """Back the zygotes' heap with transparent huge pages: fork copies far fewer page tables."""
+    trace: bool = False
+    """Collect per-task timestamps in `ZygotePool.traces` (benchmarks only)."""
 
 
 @dataclass
@@ -100,6 +104,7 @@ class _Zygote:
     in_flight: dict[int, _Pending] = field(default_factory=dict)
     alive: bool = True
     watcher: asyncio.Task[None] | None = None
+    fork_loop: asyncio.Future[float] | None = None
 
 
 class ZygotePool:
@@ -118,6 +123,7 @@ class ZygotePool:
         self._workdir = ""
         self._closed = True
         self._spawning: set[asyncio.Task[None]] = set()
+        self.traces: list[dict[str, float]] = []
 
     @property
     def busy(self) -> int:
@@ -195,6 +201,16 @@ class ZygotePool:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = ""
 
+    async def fork_rate(self, count: int, flavor: str = "full") -> float:
+        """Forks per second of bare fork+exit+reap loops, all zygotes of a flavor at once."""
+        zygotes = [z for z in self.zygotes if z.flavor == flavor and z.alive]
+        loop = asyncio.get_running_loop()
+        for zygote in zygotes:
+            zygote.fork_loop = loop.create_future()
+            zygote.writer.write(channel.encode({"op": "fork_loop", "count": count}))
+        rates = await asyncio.gather(*(z.fork_loop for z in zygotes if z.fork_loop is not None))
+        return float(sum(rates))
+
     # -- zygote life cycle -------------------------------------------------
 
     async def _spawn(self, flavor: str) -> _Zygote:
@@ -210,7 +226,7 @@ class ZygotePool:
                 stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 cwd=self._workdir,
-                env=zygote_environment(self._workdir),
+                env=zygote_environment(self._workdir, huge_pages=self.config.huge_pages),
                 start_new_session=True,
             )
         finally:
@@ -239,8 +255,14 @@ class ZygotePool:
         await self._on_death(zygote)
 
     def _on_result(self, zygote: _Zygote, message: dict[str, Any]) -> None:
+        if message.get("op") == "fork_loop" and zygote.fork_loop is not None:
+            zygote.fork_loop.set_result(message["count"] / message["seconds"])
+            return
         pending = zygote.in_flight.pop(message.pop("id"), None)
         message.pop("op", None)
+        trace = message.pop("trace", None)
+        if trace is not None:
+            self.traces.append(trace)
         if pending is not None:
             if pending.backstop is not None:
                 pending.backstop.cancel()
@@ -330,6 +352,7 @@ class ZygotePool:
                     "cpu_s": limits.cpu_s,
                     "memory_mb": limits.memory_mb,
                     "output_bytes": limits.output_bytes,
+                    "trace": self.config.trace,
                 }
             )
         )
@@ -381,9 +404,9 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     return channel.decode(await reader.readexactly(size))
 
 
-def zygote_environment(workdir: str) -> dict[str, str]:
+def zygote_environment(workdir: str, *, huge_pages: bool = True) -> dict[str, str]:
     """The whole environment a zygote (and so every program) gets: nothing of the server's."""
-    return {
+    env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": workdir,
         "TMPDIR": workdir,
@@ -394,7 +417,7 @@ def zygote_environment(workdir: str) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        # Heap on transparent huge pages: fork copies far fewer page-table entries.
-        "PYTHONMALLOC": "malloc",
-        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
     }
+    if huge_pages:  # the zygote drops these two before it forks any task
+        env |= {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    return env

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import marshal
 import os
 import selectors
 import signal
@@ -53,6 +54,7 @@ class Task:
     )
     killed_for: Status | None = None
     truncated: bool = False
+    forked: float = 0.0
 
 
 class Zygote:
@@ -113,7 +115,21 @@ class Zygote:
                 self._start(message)
             elif message["op"] == "cancel":
                 self._cancel(message["id"])
+            elif message["op"] == "fork_loop":
+                self._fork_loop(message)
         return True
+
+    def _fork_loop(self, message: dict[str, Any]) -> None:
+        """The ceiling: fork children that exit at once, reap each, report the rate."""
+        count = int(message["count"])
+        started = time.monotonic()
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+        elapsed = time.monotonic() - started
+        self.sock.sendall(channel.encode({"op": "fork_loop", "count": count, "seconds": elapsed}))
 
     def _cancel(self, task_id: int) -> None:
         """The caller gave up: end the task now; its verdict is still sent and dropped."""
@@ -130,10 +146,11 @@ class Zygote:
         pid = os.fork()
         if pid == 0:
             _run_child(self.sandbox, spec, Pipes(out_w, err_w, res_w))
+        forked = time.monotonic()
         for fd in (out_w, err_w, res_w):
             os.close(fd)
         pidfd = os.pidfd_open(pid)
-        task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {})
+        task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {}, forked=forked)
         for fd, role in ((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")):
             os.set_blocking(fd, False)
             task.fds[fd] = role
@@ -192,6 +209,7 @@ class Zygote:
         self.selector.unregister(task.pidfd)
         os.close(task.pidfd)
         del self.tasks[task.pidfd]
+        drained = time.monotonic()
         _, status, usage = os.wait4(task.pid, 0)
         spec = task.spec
         observation = verdict.Observation(
@@ -211,6 +229,8 @@ class Zygote:
         if fields.get("error_type") == "PolicyViolation":
             _log(f"policy violation: task {spec['id']} killed by SIGSYS")
         fields["status"] = fields["status"].value
+        if spec.get("trace"):
+            fields["trace"] = _trace(task, observation.frame, ended, drained)
         self.sock.sendall(channel.encode({"op": "result", "id": spec["id"], **fields}))
 
 
@@ -222,13 +242,17 @@ def _kill(task: Task) -> None:
 def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
     """The task process: contain, run, report, exit. Never returns into the zygote."""
     try:
+        entered = time.monotonic()
         try:
             contain(sandbox, pipes, cpu_s=spec["cpu_s"], memory_mb=spec["memory_mb"])
         except BaseException as exc:
             result_fd = RESULT_FD if _is_open(RESULT_FD) else pipes.result
             harness.write_frame(result_fd, {"kind": "internal", "message": f"containment: {exc}"})
             os._exit(0)
+        contained = time.monotonic()
         frame = harness.run(spec["program"], spec["prelude"], Kind(spec["kind"]), spec["name"])
+        if spec.get("trace"):
+            frame["trace"] = (entered, contained, time.monotonic())
         harness.write_frame(RESULT_FD, frame)
         os._exit(0)
     finally:
@@ -238,6 +262,22 @@ def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
 def _log(message: str) -> None:
     sys.stderr.write(f'{{"event": "zygote", "pid": {os.getpid()}, "message": "{message}"}}\n')
     sys.stderr.flush()
+
+
+def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, float]:
+    """Benchmark timestamps (CLOCK_MONOTONIC): the zygote's own and, untrusted, the child's."""
+    stamps = {"fork_called": task.started, "fork_returned": task.forked, "exit_seen": ended}
+    stamps |= {"drained": drained, "reaped": time.monotonic()}
+    with contextlib.suppress(Exception):
+        entered, contained, ran = marshal.loads(frame[4:])["trace"]
+        stamps |= {"child_entered": entered, "contained": contained, "ran": ran}
+    return stamps
+
+
+def _check_pristine_signals() -> None:
+    """Tasks inherit our dispositions as a fresh interpreter's; nothing may change them."""
+    if signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+        raise SystemExit("zygote started with blocked signals")
 
 
 def _is_open(fd: int) -> bool:
@@ -284,7 +324,8 @@ def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
     if filter_ is None and ruleset is None and not unconfined:
         raise SystemExit("refusing to start: neither seccomp nor Landlock is available")
     layers.append("rlimits")
-    return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES), layers
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES, devnull), layers
 
 
 def _seccomp_filter() -> SeccompFilter | None:
@@ -324,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unconfined", action="store_true")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
+    _check_pristine_signals()
     layers = [] if args.no_namespaces else list(namespaces.enter())
     os.chdir(args.workdir)
     preload.preload(full=args.flavor == "full")

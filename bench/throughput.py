@@ -1,0 +1,168 @@
+"""Throughput of potsandbox against its ceiling and the usual alternatives, in one run.
+
+Configurations, interleaved round by round so machine noise hits all of them alike:
+- ceiling: bare fork + exit + reap loops in the same zygotes (nothing else);
+- potsandbox: the Executor with its default isolation on real GSM8K programs;
+- cold: a fresh `python3 -I` subprocess per program, 2 at a time;
+- pool: an unisolated persistent process pool that exec()s programs in reused workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from potsandbox.executor import AsyncExecutor, Convention, Limits, PoolConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "pot_public.jsonl"
+SAMPLE = ROOT / "examples" / "data" / "pot_sample.jsonl"
+LIMITS = Limits(timeout_s=5.0, memory_mb=4096)
+
+
+def gsm8k_programs(limit: int | None = None) -> list[dict[str, Any]]:
+    """The GSM8K part of the corpus (the shipped sample when ../shared is absent)."""
+    path = CORPUS if CORPUS.exists() else SAMPLE
+    rows = [json.loads(line) for line in path.open() if line.strip()]
+    rows = [r for r in rows if r["dataset"] == "gsm8k" and r["observed_status"] == "ok"]
+    return rows[:limit] if limit else rows
+
+
+async def potsandbox_rate(
+    rows: list[dict[str, Any]], config: PoolConfig
+) -> tuple[float, list[dict[str, float]]]:
+    """Programs per second through the Executor, plus per-task traces when enabled."""
+    async with AsyncExecutor(config) as executor:
+        await _run_rows(executor, rows[:50])  # warm the zygotes' page cache
+        executor.pool.traces.clear()
+        started = time.perf_counter()
+        await _run_rows(executor, rows)
+        elapsed = time.perf_counter() - started
+        return len(rows) / elapsed, list(executor.pool.traces)
+
+
+async def _run_rows(executor: AsyncExecutor, rows: list[dict[str, Any]]) -> None:
+    conventions = [Convention.parse(r["convention"], r.get("entrypoint")) for r in rows]
+    results = await asyncio.gather(
+        *(
+            executor.run(r["program"], prelude=r["prelude"], convention=c, limits=LIMITS)
+            for r, c in zip(rows, conventions, strict=True)
+        )
+    )
+    failed = [r.status for r in results if not r.ok]
+    assert len(failed) <= len(rows) // 50, f"unexpected failures: {failed[:5]}"
+
+
+async def ceiling_rate(count: int, flavor: str) -> float:
+    """Bare fork+exit+reap per second of the zygotes, all of one flavor in parallel."""
+    config = PoolConfig(
+        zygotes=2 if flavor == "full" else 0, lean_zygotes=2 if flavor == "lean" else 0
+    )
+    async with AsyncExecutor(config) as executor:
+        await executor.pool.fork_rate(count // 4, flavor)
+        return await executor.pool.fork_rate(count, flavor)
+
+
+def cold_rate(rows: list[dict[str, Any]]) -> float:
+    """A fresh interpreter per program, two at a time."""
+
+    def one(row: dict[str, Any]) -> None:
+        source = (row["prelude"] or "") + "\n" + row["program"]
+        subprocess.run(
+            [sys.executable, "-I", "-c", source], capture_output=True, timeout=30, check=False
+        )
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(2) as threads:
+        list(threads.map(one, rows))
+    return len(rows) / (time.perf_counter() - started)
+
+
+def _warm() -> None:
+    import numpy  # noqa: F401
+    import sympy  # noqa: F401
+
+
+def _exec(source: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(BaseException):
+        exec(source, {"__name__": "__main__"})
+    return out.getvalue()
+
+
+def pool_rate(rows: list[dict[str, Any]]) -> float:
+    """Unisolated: two persistent workers exec() every program (state leaks between them)."""
+    sources = [(r["prelude"] or "") + "\n" + r["program"] for r in rows]
+    with concurrent.futures.ProcessPoolExecutor(2, initializer=_warm) as pool:
+        list(pool.map(_exec, sources[:50]))
+        started = time.perf_counter()
+        list(pool.map(_exec, sources, chunksize=8))
+        return len(rows) / (time.perf_counter() - started)
+
+
+def breakdown(traces: list[dict[str, float]]) -> dict[str, float]:
+    """Median microseconds of each step of a task, from the zygote's and child's clocks."""
+    steps = {
+        "fork() call in the zygote": ("fork_called", "fork_returned"),
+        "fork called -> child runs": ("fork_called", "child_entered"),
+        "containment": ("child_entered", "contained"),
+        "run program + answer": ("contained", "ran"),
+        "result -> zygote sees exit": ("ran", "exit_seen"),
+        "drain pipes": ("exit_seen", "drained"),
+        "reap (wait4)": ("drained", "reaped"),
+        "total": ("fork_called", "reaped"),
+    }
+    usable = [t for t in traces if "child_entered" in t]
+    return (
+        {
+            name: round(statistics.median(t[b] - t[a] for t in usable) * 1e6, 1)
+            for name, (a, b) in steps.items()
+        }
+        if usable
+        else {}
+    )
+
+
+def main() -> None:
+    """Print one interleaved comparison (3 rounds) as JSON."""
+    rows = gsm8k_programs()
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    figures: dict[str, list[float]] = {
+        k: [] for k in ("ceiling_full", "ceiling_lean", "potsandbox", "cold", "pool")
+    }
+    traces: list[dict[str, float]] = []
+    for _ in range(rounds):
+        figures["ceiling_full"].append(asyncio.run(ceiling_rate(2000, "full")))
+        figures["ceiling_lean"].append(asyncio.run(ceiling_rate(2000, "lean")))
+        rate, round_traces = asyncio.run(potsandbox_rate(rows, PoolConfig(trace=True)))
+        figures["potsandbox"].append(rate)
+        traces.extend(round_traces)
+        figures["cold"].append(cold_rate(rows[:100]))
+        figures["pool"].append(pool_rate(rows))
+    medians = {k: round(statistics.median(v), 1) for k, v in figures.items()}
+    print(
+        json.dumps(
+            {
+                "programs": len(rows),
+                "rounds": rounds,
+                "per_second": medians,
+                "all": figures,
+                "breakdown_us": breakdown(traces),
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
