@@ -333,7 +333,7 @@ def _seccomp_filter() -> SeccompFilter | None:
         from potsandbox.executor import seccomp
 
         return seccomp.SeccompFilter(seccomp.build_filter())
-    except (ImportError, OSError) as exc:
+    except (ImportError, RuntimeError, OSError) as exc:  # pyseccomp raises RuntimeError without libseccomp
         _log(f"seccomp unavailable: {exc}")
         return None
 
