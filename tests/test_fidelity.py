@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from potsandbox.executor import AsyncExecutor, PoolConfig, Result
+
 from corpus import (
     REFERENCE_LIMITS,
     SAMPLE,
@@ -17,7 +20,6 @@ from corpus import (
     records,
     require_corpus,
 )
-from potsandbox.executor import AsyncExecutor, PoolConfig, Result
 
 REFERENCE_PARALLELISM = 2
 """The reference ran two programs at a time; more would stretch wall clocks."""

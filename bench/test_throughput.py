@@ -1,0 +1,51 @@
+"""pytest-benchmark entry: `make bench` (or `pytest bench --benchmark-enable`).
+
+Each benchmark runs one configuration over the GSM8K programs; the ratios that
+matter (potsandbox / ceiling, potsandbox / cold, pool / potsandbox) come from
+benchmarks of one session, so they share the machine's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from potsandbox.executor import PoolConfig
+
+from throughput import ceiling_rate, cold_rate, gsm8k_programs, pool_rate, potsandbox_rate
+
+ROWS = gsm8k_programs()
+
+
+def _record(benchmark: Any, rate: float) -> None:
+    benchmark.extra_info["programs_per_second"] = round(rate, 1)
+    benchmark.extra_info["programs"] = len(ROWS)
+
+
+@pytest.mark.parametrize("flavor", ["full", "lean"])
+def test_ceiling_bare_fork_exit_reap(benchmark: Any, flavor: str) -> None:
+    rate = benchmark.pedantic(
+        lambda: asyncio.run(ceiling_rate(2000, flavor)), rounds=3, iterations=1
+    )
+    benchmark.extra_info["forks_per_second"] = round(rate, 1)
+
+
+@pytest.mark.parametrize("huge_pages", [True, False], ids=["thp", "no-thp"])
+def test_potsandbox_default_isolation(benchmark: Any, huge_pages: bool) -> None:
+    config = PoolConfig(huge_pages=huge_pages)
+    rate = benchmark.pedantic(
+        lambda: asyncio.run(potsandbox_rate(ROWS, config))[0], rounds=3, iterations=1
+    )
+    _record(benchmark, rate)
+
+
+def test_cold_subprocess_per_program(benchmark: Any) -> None:
+    rate = benchmark.pedantic(lambda: cold_rate(ROWS[:100]), rounds=3, iterations=1)
+    benchmark.extra_info["programs_per_second"] = round(rate, 1)
+
+
+def test_unisolated_persistent_pool(benchmark: Any) -> None:
+    rate = benchmark.pedantic(lambda: pool_rate(ROWS), rounds=3, iterations=1)
+    _record(benchmark, rate)
