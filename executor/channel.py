@@ -7,6 +7,11 @@ from typing import Any
 
 MAX_FRAME = 64 << 20
 
+CONTAINED = b"R"
+"""First byte a task writes on its result channel, once contained and before its program
+runs: what follows comes from untrusted code; a channel without it can only carry a
+containment failure."""
+
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame: 4-byte big-endian length, then the marshalled dict."""

@@ -62,6 +62,7 @@ def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> 
     _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
     os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
     _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+    _drop_capabilities()
     if sandbox.landlock is not None:
         sandbox.landlock.restrict_self()
         sandbox.landlock.close()
@@ -73,6 +74,23 @@ def _prctl(option: int, value: int, name: str) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({name}): {os.strerror(err)}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+_CapData = ctypes.c_uint32 * 6  # effective, permitted, inheritable; two 32-bit words each
+_CAP_VERSION_3 = 0x20080522
+_SYS_CAPSET = 126
+
+
+def _drop_capabilities() -> None:
+    """Empty effective, permitted and inheritable sets: root in the task is powerless."""
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    if _libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(_CapData())) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 def _landlock_fd(sandbox: Sandbox) -> int | None:

@@ -29,8 +29,23 @@ PRELUDE_FILE = "<prelude>"
 _MISSING: Any = object()
 
 
+MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message": "", "line": None}
+"""Built before the program runs: reporting must not need memory the program exhausted."""
+
+RESERVE_BYTES = 1 << 20
+
+
 def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
     """Execute prelude then program in one fresh `__main__` namespace; return the frame."""
+    reserve = bytearray(RESERVE_BYTES)  # freed to report an out-of-memory death
+    try:
+        return _run(program, prelude, kind, name)
+    except MemoryError:
+        del reserve
+        return MEMORY_FRAME
+
+
+def _run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
     _register_source(PROGRAM_FILE, program)
     _register_source(PRELUDE_FILE, prelude)
     try:
@@ -51,6 +66,11 @@ def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
                 raise
             last_value = _MISSING
         return _answer_frame(kind, name, namespace, last_value)
+    except MemoryError as exc:
+        line = _program_line(exc.__traceback__)
+        namespace.clear()  # drop the program's objects so the report itself can allocate
+        exc.__traceback__ = None
+        return MEMORY_FRAME | {"message": _safe_str(exc), "line": line}
     except BaseException as exc:  # the program's own failure is a result, not our fault
         traceback.print_exception(exc)
         return _error_frame(exc)
@@ -137,7 +157,7 @@ def _read_auto(name: str, namespace: dict[str, Any], last: Any) -> tuple[str, An
         return _read_call("solution", namespace, last)
     if "ans" in namespace:
         return _read_variable("ans", namespace, last)
-    if last is not _MISSING:
+    if last is not _MISSING and last is not None:  # a final print(...) is not an answer
         return "last_expr", last
     return "stdout", _MISSING
 

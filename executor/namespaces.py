@@ -40,7 +40,7 @@ def enter() -> tuple[str, ...]:
     The calling process stays outside as a waiter that mirrors the init's exit.
     """
     uid, gid = os.geteuid(), os.getegid()
-    base = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    base = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNS
     attempts = [base] if uid == 0 else []
     attempts.append(base | CLONE_NEWUSER)
     for flags in attempts:
@@ -48,8 +48,19 @@ def enter() -> tuple[str, ...]:
             if flags & CLONE_NEWUSER:
                 _map_self(uid, gid)
             _become_init()
-            return tuple(name for bit, name in _LAYERS if flags & bit)
+            layers = tuple(name for bit, name in _LAYERS if flags & bit)
+            return (*layers, "private-proc") if _private_proc() else layers
     return ()
+
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 0x40000
+
+
+def _private_proc() -> bool:
+    """Mount a /proc of our own pid namespace, so host processes are not even visible."""
+    if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        return False
+    return bool(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0)
 
 
 def _map_self(uid: int, gid: int) -> None:

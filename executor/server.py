@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from potsandbox.executor import config as config_module
 from potsandbox.executor import logs, wire
 from potsandbox.executor.auth import TokenInterceptor

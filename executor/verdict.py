@@ -15,11 +15,14 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+from potsandbox.executor.channel import CONTAINED
 from potsandbox.executor.conventions import Kind
 from potsandbox.executor.result import Status
 
-CPU_SLACK_S = 0.05
-"""A SIGXCPU/SIGKILL death this close to the CPU limit is the limit, not a crash."""
+CPU_LIMIT_SHARE = 0.5
+"""A SIGXCPU/SIGKILL death after this share of the CPU limit is the limit, not a crash: the
+kernel checks the precise run time, while rusage reports tick-sampled time that can be
+well below it on a busy machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +77,15 @@ def _signalled(signum: int, cpu_time_s: float, cpu_s: float) -> dict[str, Any]:
         return base | _fail(
             Status.BLOCKED, "PolicyViolation", "killed by the syscall filter (SIGSYS)"
         )
-    if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_time_s >= cpu_s - CPU_SLACK_S:
+    if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_time_s >= CPU_LIMIT_SHARE * cpu_s:
         return base | _fail(Status.TIMEOUT, "CpuLimit", f"CPU-time limit of {cpu_s:g} s")
     return base | _fail(Status.CRASHED, name, f"killed by {name}")
 
 
 def _exited(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
-    frame = _parse_frame(obs.frame)
+    if not obs.frame.startswith(CONTAINED):
+        return _uncontained(obs.frame)
+    frame = _parse_frame(obs.frame[len(CONTAINED) :])
     if frame is None:
         return _fail(Status.CRASHED, "MalformedResult", "the result channel held garbage")
     if not frame:
@@ -118,9 +123,15 @@ def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
         )
     if kind in ("error", "syntax_error"):
         return _error(frame, syntax=kind == "syntax_error")
-    if kind == "internal":
-        return _fail(Status.CRASHED, "SandboxError", _text(frame.get("message")) or "")
     return _fail(Status.CRASHED, "MalformedResult", "unknown result frame")
+
+
+def _uncontained(data: bytes) -> dict[str, Any]:
+    """The task never reached its program: only a containment failure can be reported."""
+    frame = _parse_frame(data)
+    if frame and frame.get("kind") == "internal":
+        return _fail(Status.CRASHED, "SandboxError", _text(frame.get("message")) or "")
+    return _fail(Status.CRASHED, "SandboxError", "the task ended before its program started")
 
 
 def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:

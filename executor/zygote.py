@@ -249,11 +249,15 @@ def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
             result_fd = RESULT_FD if _is_open(RESULT_FD) else pipes.result
             harness.write_frame(result_fd, {"kind": "internal", "message": f"containment: {exc}"})
             os._exit(0)
+        os.write(RESULT_FD, channel.CONTAINED)
         contained = time.monotonic()
         frame = harness.run(spec["program"], spec["prelude"], Kind(spec["kind"]), spec["name"])
         if spec.get("trace"):
             frame["trace"] = (entered, contained, time.monotonic())
         harness.write_frame(RESULT_FD, frame)
+        os._exit(0)
+    except MemoryError:
+        harness.write_frame(RESULT_FD, harness.MEMORY_FRAME)
         os._exit(0)
     finally:
         os._exit(70)
@@ -323,7 +327,7 @@ def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
         layers.extend(f"landlock-{feature}" for feature in ruleset.features)
     if filter_ is None and ruleset is None and not unconfined:
         raise SystemExit("refusing to start: neither seccomp nor Landlock is available")
-    layers.append("rlimits")
+    layers.extend(("no-capabilities", "rlimits"))
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES, devnull), layers
 
@@ -333,7 +337,7 @@ def _seccomp_filter() -> SeccompFilter | None:
         from potsandbox.executor import seccomp
 
         return seccomp.SeccompFilter(seccomp.build_filter())
-    except (ImportError, RuntimeError, OSError) as exc:  # pyseccomp raises RuntimeError without libseccomp
+    except (ImportError, RuntimeError, OSError) as exc:  # RuntimeError: no libseccomp
         _log(f"seccomp unavailable: {exc}")
         return None
 
@@ -367,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(fileno=args.fd)
     _check_pristine_signals()
     layers = [] if args.no_namespaces else list(namespaces.enter())
+    sys.argv = [""]  # what a program sees of its command line, as under `python -c`
     os.chdir(args.workdir)
     preload.preload(full=args.flavor == "full")
     sandbox, more = _build_sandbox(args.workdir, args.unconfined)

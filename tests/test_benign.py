@@ -115,6 +115,19 @@ SYMPY = {
         "ans = Triangle(Point(0, 0), Point(4, 0), Point(0, 3)).area",
         "6",
     ),
+    "lazy sympy.vector (not preloaded)": (
+        "from sympy.vector import CoordSys3D\nN = CoordSys3D('N')\n"
+        "ans = (3*N.i + 4*N.j).magnitude()",
+        "5",
+    ),
+    "lazy sympy.crypto (not preloaded)": (
+        "from sympy.crypto.crypto import encipher_shift\nans = encipher_shift('ABC', 1)",
+        "BCD",
+    ),
+    "lazy sympy.physics.hydrogen (not preloaded)": (
+        "from sympy.physics.hydrogen import E_nl\nans = E_nl(2)",
+        "-1/8",
+    ),
     "lazy sympy.parsing": (
         "from sympy.parsing.sympy_parser import parse_expr\nans = parse_expr('2*x + 3*x')",
         "5*x",
