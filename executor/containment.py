@@ -26,7 +26,9 @@ RESULT_FD = 1000
 """The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
 
 NOFILE = 64
-NPROC = 64
+NPROC = 512
+"""Counts every process and thread of the uid (not enforced for root); forks are denied by
+seccomp anyway, this only bounds thread bombs where RLIMIT_AS does not."""
 STACK_BYTES = 8 << 20
 CHILD_NICE = 19
 """Children yield to the supervisor so its clock and reads stay on time."""

@@ -44,7 +44,7 @@ class Convention:
         Raises:
             ConfigError: unknown convention or a name that is not an identifier.
         """
-        text = (text or "auto").strip()
+        text = (text or "").strip() or "auto"
         head, _, given = text.partition(":")
         if head in _ALIASES and not given:
             kind, default = _ALIASES[head]
@@ -58,10 +58,10 @@ class Convention:
                 ) from None
             default = DEFAULT_NAMES.get(kind, "")
             if given and kind not in DEFAULT_NAMES:
-                raise ConfigError("convention", f"convention {head!r} takes no name")
+                raise ConfigError("convention", f"convention: {head!r} takes no name")
         chosen = name or given or default
         if kind in DEFAULT_NAMES and not chosen.isidentifier():
-            raise ConfigError("convention", f"{chosen!r} is not a Python identifier")
+            raise ConfigError("convention", f"convention: name {chosen!r} is not an identifier")
         return cls(kind, chosen if kind in DEFAULT_NAMES else "")
 
     def __str__(self) -> str:

@@ -60,7 +60,8 @@ def _private_proc() -> bool:
     """Mount a /proc of our own pid namespace, so host processes are not even visible."""
     if _libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         return False
-    return bool(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    return bool(_libc.mount(b"proc", b"/proc", b"proc", flags, None) == 0)
 
 
 def _map_self(uid: int, gid: int) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -35,7 +35,8 @@ from potsandbox.v1 import sandbox_pb2_grpc as pb_grpc
 
 log = logging.getLogger("potsandbox.server")
 
-Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # the stubs' generics do not exist at run time
+    Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
 DEADLINE_MARGIN_S = 0.05
@@ -137,7 +138,8 @@ class SandboxService(pb_grpc.SandboxServicer):
                     try:
                         spec = self._validate(request, require_id=True)
                     except wire.RequestError as exc:
-                        failure.append(exc)
+                        message = f"request id={request.id!r}: {exc}"
+                        failure.append(wire.RequestError(exc.field, message))
                         return
                     await window.acquire()
                     await self.admission.acquire()

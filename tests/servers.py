@@ -36,6 +36,8 @@ class Server:
     channel_options: Sequence[tuple[str, str | int]] = ()
     _channels: list[grpc.Channel] = field(default_factory=list)
     _seen: set[int] = field(default_factory=set)
+    orphans: list[int] = field(default_factory=list)
+    """Processes that outlived the server and that `stop()` had to kill."""
 
     @property
     def pid(self) -> int:
@@ -99,11 +101,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for pid in self._seen:
+        time.sleep(0.2)  # orphaned inits die with their zygote (PDEATHSIG) a moment later
+        self.orphans = self.leftovers()
+        for pid in self.orphans:
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if _alive(proc):
-                    proc.kill()
+                psutil.Process(pid).kill()
         return self.process.returncode
 
     def leftovers(self) -> list[int]:

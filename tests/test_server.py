@@ -91,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, metrics_port: int) -> Itera
     with running(workdir, *args, env={CANARY_VARIABLE: CANARY}) as srv:
         yield srv
     assert srv.process.returncode == 0, srv.log_text()
-    assert not srv.leftovers(), f"processes outlived the server: {srv.leftovers()}"
+    assert not srv.orphans, f"processes outlived the server: {srv.orphans}"
     assert not srv.temp_files(), f"the server left temporary files: {srv.temp_files()}"
 
 
@@ -253,11 +253,6 @@ BAD_REQUESTS = [
         fields(convention="variable:1abc"),
         "convention",
         id="bad-variable-name-in-convention",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="server bug: wire._parse_convention drops the field name; the message is "
-            "only \"'1abc' is not a Python identifier\"",
-        ),
     ),
     pytest.param(limits(timeout_s=31.0), "timeout_s", id="timeout-above-server-maximum"),
     pytest.param(limits(cpu_s=61.0), "cpu_s", id="cpu-above-server-maximum"),
@@ -302,11 +297,6 @@ def test_bad_stream_item_ends_the_stream_invalid_argument_naming_the_field(
     assert [(r.id, r.status, r.answer) for r in replies] == [("good-1", pb.STATUS_OK, "5")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: ExecuteStream's INVALID_ARGUMENT omits the offending request's id, "
-    "which sandbox.proto promises (executor/server.py ExecuteStream aborts with str(failure[0]))",
-)
 def test_bad_stream_item_error_names_the_request_id(stub: Any) -> None:
     requests = [make_request("ans = 1", id="fine"), make_request(b"", id="item-bad-77")]
     with pytest.raises(grpc.RpcError) as caught:
