@@ -1,0 +1,137 @@
+"""The Python API: lifecycle hygiene, routing, and no task lost when a zygote dies."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import signal
+import tempfile
+import time
+
+import psutil
+import pytest
+
+from potsandbox.executor import (
+    AsyncExecutor,
+    Convention,
+    Executor,
+    ExecutorClosed,
+    LimitError,
+    LimitPolicy,
+    Limits,
+    PoolConfig,
+    Status,
+)
+from potsandbox.executor.pool import needs_full
+
+SMALL = PoolConfig(zygotes=1, lean_zygotes=1)
+
+
+def _fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _work_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "potsandbox-*")))
+
+
+def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
+    fds, dirs = _fds(), _work_dirs()
+    with Executor(SMALL) as ex:
+        assert ex.run("ans = 6 * 7", convention="ans").answer == "42"
+        assert psutil.Process().children(recursive=True), "zygotes run while started"
+    deadline = time.monotonic() + 5
+    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert psutil.Process().children(recursive=True) == []
+    assert _fds() <= fds
+    assert _work_dirs() <= dirs
+
+
+def test_submit_returns_futures_and_map_keeps_order() -> None:
+    with Executor(SMALL) as ex:
+        futures = [ex.submit(f"ans = {i} ** 2", convention="ans") for i in range(20)]
+        assert [f.result().answer for f in futures] == [str(i * i) for i in range(20)]
+        printed = ex.map([f"print({i})" for i in range(5)], convention="stdout")
+        assert [r.answer for r in printed] == ["0", "1", "2", "3", "4"]
+
+
+def test_run_after_stop_raises_executor_closed() -> None:
+    ex = Executor(SMALL)
+    ex.start()
+    ex.stop()
+    with pytest.raises(ExecutorClosed):
+        ex.run("ans = 1")
+
+
+def test_limits_above_the_policy_maximum_are_refused_with_the_field() -> None:
+    policy = LimitPolicy(
+        maximum=Limits(timeout_s=10, cpu_s=20, memory_mb=4096, output_bytes=1 << 20)
+    )
+    with Executor(SMALL, policy) as ex, pytest.raises(LimitError) as caught:
+        ex.run("ans = 1", limits=Limits(timeout_s=11))
+    assert caught.value.field == "timeout_s"
+
+
+@pytest.mark.parametrize(
+    ("program", "full"),
+    [
+        ("ans = 3 * 4", False),
+        ("import math\nans = math.sqrt(16)", False),
+        ("from fractions import Fraction\nans = Fraction(1, 3)", False),
+        ("import numpy as np\nans = np.sum([1, 2])", True),
+        ("from sympy import symbols", True),
+        ("x = __import__('numpy')", True),
+    ],
+)
+def test_programs_importing_heavy_libraries_go_to_full_zygotes(program: str, full: bool) -> None:
+    assert needs_full(program, "") is full
+
+
+def test_lean_and_full_zygotes_give_the_same_answers() -> None:
+    programs = ["ans = 7 / 2", "import numpy as np\nans = float(np.float64(7) / 2)"]
+    with Executor(SMALL) as ex:
+        assert [ex.run(p, convention="ans").answer for p in programs] == ["3.5", "3.5"]
+
+
+def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
+    async def scenario() -> None:
+        async with AsyncExecutor(PoolConfig(zygotes=1, lean_zygotes=0)) as ex:
+            victim = ex.pool.zygotes[0]
+            slow = asyncio.ensure_future(
+                ex.run("import time\ntime.sleep(1)\nans = 1", convention=Convention.parse("ans"))
+            )
+            await asyncio.sleep(0.3)
+            os.kill(victim.process.pid, signal.SIGKILL)
+            result = await asyncio.wait_for(slow, 30)
+            assert result.status is Status.OK and result.answer == "1", result
+            assert ex.pool.restarts == 1
+            assert victim not in ex.pool.zygotes
+            after = await ex.run("ans = 2", convention=Convention.parse("ans"))
+            assert after.answer == "2"
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_task_kills_its_process() -> None:
+    async def scenario() -> None:
+        async with AsyncExecutor(PoolConfig(zygotes=1, lean_zygotes=0)) as ex:
+            zygote = psutil.Process(ex.pool.zygotes[0].process.pid)
+            idle = len(zygote.children(recursive=True))
+            task = asyncio.ensure_future(ex.run("import time\ntime.sleep(30)"))
+            await asyncio.sleep(0.5)
+            assert len(zygote.children(recursive=True)) == idle + 1
+            task.cancel()
+            deadline = time.monotonic() + 2
+            while len(zygote.children(recursive=True)) > idle and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(zygote.children(recursive=True)) == idle
+
+    asyncio.run(scenario())
+
+
+def test_isolation_layers_are_reported() -> None:
+    with Executor(SMALL) as ex:
+        assert "rlimits" in ex.layers
+        assert {"seccomp", "landlock-fs"} & set(ex.layers), ex.layers
