@@ -63,6 +63,8 @@ class ServerConfig:
     """On SIGTERM, in-flight tasks get this long to finish."""
     reflection: bool = True
     """Enable gRPC server reflection (grpcurl list/describe)."""
+    stop_on_stdin_eof: bool = False
+    """Drain and exit when standard input closes: an embedded server dies with its owner."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -143,6 +145,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="store_true",
         default=None,
         help="start even without seccomp and Landlock",
+    )
+    p.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        default=None,
+        help="drain and exit when stdin closes (used by the embedded server)",
     )
     return p
 
@@ -228,6 +236,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         metrics_port=src.integer("metrics_port"),
         grace_s=_or(src.number("grace"), 30.0),
         reflection=not src.flag("no_reflection"),
+        stop_on_stdin_eof=src.flag("stop_on_stdin_eof"),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -338,12 +339,25 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config.stop_on_stdin_eof:
+        loop.add_reader(0, _stop_at_eof, stop)
     try:
         await service.start()
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):
             await service.drain()
+
+
+def _stop_at_eof(stop: asyncio.Event) -> None:
+    try:
+        data = os.read(0, 4096)
+    except OSError:
+        data = b""
+    if not data:
+        asyncio.get_running_loop().remove_reader(0)
+        log.info("stdin closed: the owner is gone")
+        stop.set()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*")
 
 PROGRAM = """
 from potsandbox.client import SandboxClient
-print(SandboxClient().run('print(1+1)', convention='stdout').answer)
+print(SandboxClient().run('print(1+1)').answer)
 """
 
 
