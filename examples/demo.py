@@ -12,8 +12,9 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from potsandbox.client import SandboxClient
+from potsandbox.client import Result, SandboxClient
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "pot_sample.jsonl"
 
@@ -43,9 +44,10 @@ def main() -> int:
     return 0 if agree >= len(records) - 15 else 1
 
 
-def _agrees(record: dict[str, object], result: object) -> bool:
-    status = {"crash": "crashed"}.get(str(record["observed_status"]), record["observed_status"])
-    ours = result.status.value  # type: ignore[attr-defined]
+def _agrees(record: dict[str, Any], result: Result) -> bool:
+    """Same status and answer as the record's plain-CPython run (syntax errors count as errors)."""
+    status = {"crash": "crashed"}.get(record["observed_status"], record["observed_status"])
+    ours = result.status.value
     ours = "error" if ours in ("syntax_error", "memory_limit") else ours
     if ours != status:
         return False
