@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from potsandbox.client.client import SandboxClient, TLSConfig
 from potsandbox.client.errors import SandboxError
+from potsandbox.client.jobs_cli import add_eval_command, add_filter_command
 from potsandbox.executor.result import Result, Status
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -237,8 +238,10 @@ SUBCOMMANDS: list[Callable[[Subparsers], argparse.ArgumentParser]] = [
     add_run_command,
     add_batch_command,
     add_info_command,
+    add_filter_command,
+    add_eval_command,
 ]
-"""Each adds one subparser setting `func` (args -> exit code); filter and eval join likewise."""
+"""Each adds one subparser setting `func` (args -> exit code)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

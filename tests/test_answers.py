@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
 from potsandbox.client.answers import (
     AnswerJudge,
     ChoiceComparator,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from potsandbox.client.answers import UnknownComparator, get_comparator
 from potsandbox.client.generations import extract_cot_answer, extract_program, python_blocks
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from potsandbox.executor import landlock
 from potsandbox.executor.landlock import Ruleset
 

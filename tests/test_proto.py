@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError
+
 from potsandbox.executor.conventions import Convention, Kind
 from potsandbox.executor.errors import ConfigError
 from potsandbox.executor.limits import LimitPolicy, Limits

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 import numpy as np  # preloaded, as the zygote does
 import pytest
 import sympy
+
 from bpf_interp import AUDIT_ARCH_I386, X32_SYSCALL_BIT, SeccompData, describe, run
 
 if platform.machine() != "x86_64":
