@@ -273,7 +273,7 @@ def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, 
     stamps = {"fork_called": task.started, "fork_returned": task.forked, "exit_seen": ended}
     stamps |= {"drained": drained, "reaped": time.monotonic()}
     with contextlib.suppress(Exception):
-        entered, contained, ran = marshal.loads(frame[4:])["trace"]
+        entered, contained, ran = marshal.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
         stamps |= {"child_entered": entered, "contained": contained, "ran": ran}
     return stamps
 
