@@ -13,6 +13,7 @@ import contextlib
 import errno
 import linecache
 import marshal
+import mmap
 import os
 import sys
 import traceback
@@ -33,19 +34,21 @@ MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message
 """Built before the program runs: reporting must not need memory the program exhausted."""
 
 RESERVE_BYTES = 1 << 20
+"""Address space held back (an untouched anonymous mapping: no page is copied) and given
+back so the report of an out-of-memory death can still allocate under RLIMIT_AS."""
 
 
 def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
     """Execute prelude then program in one fresh `__main__` namespace; return the frame."""
-    reserve = bytearray(RESERVE_BYTES)  # freed to report an out-of-memory death
+    reserve = mmap.mmap(-1, RESERVE_BYTES, flags=mmap.MAP_PRIVATE)
     try:
-        return _run(program, prelude, kind, name)
+        return _run(program, prelude, kind, name, reserve)
     except MemoryError:
-        del reserve
+        reserve.close()
         return MEMORY_FRAME
 
 
-def _run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
+def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) -> dict[str, Any]:
     _register_source(PROGRAM_FILE, program)
     _register_source(PRELUDE_FILE, prelude)
     try:
@@ -67,6 +70,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
             last_value = _MISSING
         return _answer_frame(kind, name, namespace, last_value)
     except MemoryError as exc:
+        reserve.close()
         line = _program_line(exc.__traceback__)
         namespace.clear()  # drop the program's objects so the report itself can allocate
         exc.__traceback__ = None

@@ -74,7 +74,9 @@ class PoolConfig:
     python: str = sys.executable
     """Interpreter that runs the zygotes (it must have the server extra installed)."""
     huge_pages: bool = True
-    """Back the zygotes' heap with transparent huge pages: fork copies far fewer page tables."""
+    """Back the full zygotes' heap with transparent huge pages: fork copies far fewer page
+    tables. Lean zygotes never use them: their heap is small, and splitting huge pages on
+    the task's first writes costs more than it saves (bench/README.md)."""
     trace: bool = False
     """Collect per-task timestamps in `ZygotePool.traces` (benchmarks only)."""
 
@@ -226,7 +228,9 @@ class ZygotePool:
                 stdout=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
                 cwd=self._workdir,
-                env=zygote_environment(self._workdir, huge_pages=self.config.huge_pages),
+                env=zygote_environment(
+                    self._workdir, huge_pages=self.config.huge_pages and flavor == "full"
+                ),
                 start_new_session=True,
             )
         finally:

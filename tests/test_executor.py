@@ -36,15 +36,19 @@ def _work_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "potsandbox-*")))
 
 
+def _descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
 def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
-    fds, dirs = _fds(), _work_dirs()
+    before, fds, dirs = _descendants(), _fds(), _work_dirs()  # other tests' helpers may live on
     with Executor(SMALL) as ex:
         assert ex.run("ans = 6 * 7", convention="ans").answer == "42"
-        assert psutil.Process().children(recursive=True), "zygotes run while started"
+        assert _descendants() - before, "zygotes run while started"
     deadline = time.monotonic() + 5
-    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+    while _descendants() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert psutil.Process().children(recursive=True) == []
+    assert _descendants() - before == set()
     assert _fds() <= fds
     assert _work_dirs() <= dirs
 
