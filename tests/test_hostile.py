@@ -92,6 +92,7 @@ HELPER_PIDS: set[int] = set()
 def ex() -> Iterator[Executor]:
     """The executor under attack; the canary is planted in our environment before it starts."""
     os.environ[CANARY_VARIABLE] = CANARY
+    earlier = {p.pid for p in _descendants()}  # helpers of other test modules may live on
     policy = LimitPolicy(default=Limits(**DEFAULT_LIMITS))
     executor = Executor(PoolConfig(zygotes=1, lean_zygotes=1, max_in_flight=2), policy)
     executor.start()
@@ -102,7 +103,8 @@ def ex() -> Iterator[Executor]:
         executor.stop()
         os.environ.pop(CANARY_VARIABLE, None)
     assert workdir, "the executor never reported its work directory"
-    assert _settled(lambda: not _descendants()), f"left behind: {_descendants()}"
+    ours = lambda: [p for p in _descendants() if p.pid not in earlier]  # noqa: E731
+    assert _settled(lambda: not ours()), f"left behind: {ours()}"
     assert _settled(lambda: not _running_in(workdir)), f"left behind: {_running_in(workdir)}"
 
 
