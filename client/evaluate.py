@@ -45,6 +45,7 @@ from potsandbox.client.filter import (
     Sandboxes,
     Task,
     answer_text,
+    field_overrides,
     ordered_results,
     progress_bar,
     read_jsonl,
@@ -99,14 +100,7 @@ class EvalFields:
         Raises:
             ValueError: not name=field, or an unknown name.
         """
-        changes: dict[str, str] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for pair in pairs:
-            name, sep, value = pair.partition("=")
-            if not sep or name not in names or not value:
-                raise ValueError(f"--field wants NAME=FIELD with NAME in {sorted(names)}: {pair!r}")
-            changes[name] = value
-        return cls(**changes)
+        return cls(**field_overrides(cls, pairs))
 
 
 # --------------------------------------------------------------------------- gold answers

@@ -83,6 +83,22 @@ FILTER_KEY = "filter"
 # --------------------------------------------------------------------------- record fields
 
 
+def field_overrides(fields_class: type, pairs: Iterable[str]) -> dict[str, str]:
+    """Check "name=field" pairs against a field-name dataclass; the filter and eval share it.
+
+    Raises:
+        ValueError: not name=field, or an unknown name.
+    """
+    changes: dict[str, str] = {}
+    names = {f.name for f in dataclasses.fields(fields_class)}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in names or not value:
+            raise ValueError(f"--field wants NAME=FIELD with NAME in {sorted(names)}: {pair!r}")
+        changes[name] = value
+    return changes
+
+
 @dataclass(frozen=True, slots=True)
 class Fields:
     """Which input field holds each value; the shared corpus's names by default."""
@@ -111,14 +127,7 @@ class Fields:
         Raises:
             ValueError: not name=field, or an unknown name.
         """
-        changes: dict[str, str] = {}
-        names = {f.name for f in dataclasses.fields(cls)}
-        for pair in pairs:
-            name, sep, value = pair.partition("=")
-            if not sep or name not in names or not value:
-                raise ValueError(f"--field wants NAME=FIELD with NAME in {sorted(names)}: {pair!r}")
-            changes[name] = value
-        return cls(**changes)
+        return cls(**field_overrides(cls, pairs))
 
 
 def record_id(record: Record, line: int, fields: Fields) -> str:
