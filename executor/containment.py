@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from potsandbox.executor.seccomp import SeccompFilter
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# Bound here, in the zygote: a task process then calls them without a dlsym of its own.
+_libc_prctl = _libc.prctl
+_libc_syscall = _libc.syscall
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -73,7 +76,7 @@ def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> 
 
 
 def _prctl(option: int, value: int, name: str) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
+    if _libc_prctl(option, value, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({name}): {os.strerror(err)}")
 
@@ -90,7 +93,7 @@ _SYS_CAPSET = 126
 def _drop_capabilities() -> None:
     """Empty effective, permitted and inheritable sets: root in the task is powerless."""
     header = _CapHeader(_CAP_VERSION_3, 0)
-    if _libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(_CapData())) != 0:
+    if _libc_syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(_CapData())) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
 

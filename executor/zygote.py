@@ -13,7 +13,7 @@ import contextlib
 import heapq
 import marshal
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -58,16 +58,23 @@ class Task:
 
 
 class Zygote:
-    """Single-threaded event loop: task requests in, verdicts out."""
+    """Single-threaded epoll loop: task requests in, verdicts out.
+
+    Lean on purpose: every page this process writes after a fork is a copy-on-write
+    fault while the task lives, so the loop keeps its per-task work and syscalls few
+    (no selector objects, blocking pipes read once per readiness, closed fds leave the
+    epoll set by themselves).
+    """
 
     def __init__(self, sock: socket.socket, sandbox: Sandbox) -> None:
         self.sock = sock
         self.sandbox = sandbox
-        self.selector = selectors.DefaultSelector()
+        self.epoll = select.epoll()
+        self.roles: dict[int, tuple[str, Task | None]] = {sock.fileno(): ("driver", None)}
         self.tasks: dict[int, Task] = {}
         self.deadlines: list[tuple[float, int]] = []
         self.reader = channel.FrameReader()
-        self.selector.register(sock, selectors.EVENT_READ, ("driver", None))
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
 
     def serve(self) -> None:
         """Run until the driver closes the socket, then kill whatever is left."""
@@ -77,34 +84,41 @@ class Zygote:
         finally:
             for task in list(self.tasks.values()):
                 _kill(task)
+            self.epoll.close()
 
     def _step(self) -> bool:
-        events = self.selector.select(self._timeout())
-        for key, _ in events:
-            role, task = key.data
+        ready = [(fd, self.roles.get(fd)) for fd, _ in self.epoll.poll(self._timeout())]
+        for fd, binding in ready:
+            if binding is None or self.roles.get(fd) is not binding:
+                continue  # closed earlier in this batch; the number may already be reused
+            role, task = binding
             if role == "driver":
                 if not self._on_driver():
                     return False
-            elif not self._current(task, key.fd, role):
-                continue  # closed earlier in this batch; the number may already be reused
+            elif task is None:
+                continue
             elif role == "exit":
                 self._finish(task)
             else:
-                self._on_pipe(task, key.fd, role)
+                self._on_pipe(task, fd, role)
         self._enforce_deadlines()
         return True
 
-    def _current(self, task: Task, fd: int, role: str) -> bool:
-        if self.tasks.get(task.pidfd) is not task:
-            return False
-        return role == "exit" or task.fds.get(fd) == role
-
-    def _timeout(self) -> float | None:
+    def _timeout(self) -> float:
         while self.deadlines and self.deadlines[0][1] not in self.tasks:
             heapq.heappop(self.deadlines)
         if not self.deadlines:
-            return None
+            return -1
         return max(0.0, self.deadlines[0][0] - time.monotonic())
+
+    def _watch(self, fd: int, role: str, task: Task) -> None:
+        self.roles[fd] = (role, task)
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def _forget(self, fd: int) -> None:
+        """Close `fd`; the kernel drops it from the epoll set with its last reference."""
+        del self.roles[fd]
+        os.close(fd)
 
     def _on_driver(self) -> bool:
         data = self.sock.recv(READ_CHUNK)
@@ -152,35 +166,30 @@ class Zygote:
         pidfd = os.pidfd_open(pid)
         task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {}, forked=forked)
         for fd, role in ((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")):
-            os.set_blocking(fd, False)
             task.fds[fd] = role
-            self.selector.register(fd, selectors.EVENT_READ, (role, task))
-        self.selector.register(pidfd, selectors.EVENT_READ, ("exit", task))
+            self._watch(fd, role, task)
+        self._watch(pidfd, "exit", task)
         self.tasks[pidfd] = task
         heapq.heappush(self.deadlines, (task.deadline, pidfd))
 
     def _on_pipe(self, task: Task, fd: int, role: str) -> None:
-        if not self._drain(task, fd, role):
-            self.selector.unregister(fd)
-            os.close(fd)
+        """One read per readiness: the pipe is blocking, and epoll says it has data or EOF."""
+        if not self._take(task, role, os.read(fd, READ_CHUNK)):
+            self._forget(fd)
             del task.fds[fd]
 
-    def _drain(self, task: Task, fd: int, role: str) -> bool:
-        """Read what is there; False at end of file."""
+    def _take(self, task: Task, role: str, chunk: bytes) -> bool:
+        """Keep what fits under the cap; False at end of file or once over the cap."""
+        if not chunk:
+            return False
         cap = RESULT_CAP if role == "result" else task.spec["output_bytes"]
         buf = task.out[role]
-        while True:
-            try:
-                chunk = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                return True
-            if not chunk:
-                return False
-            room = cap - len(buf)
-            buf += chunk[: max(room, 0)]
-            if len(chunk) > room:
-                self._over_cap(task, role)
-                return False
+        room = cap - len(buf)
+        buf += chunk[: max(room, 0)]
+        if len(chunk) > room:
+            self._over_cap(task, role)
+            return False
+        return True
 
     def _over_cap(self, task: Task, role: str) -> None:
         if role == "result":
@@ -200,14 +209,13 @@ class Zygote:
                 _kill(task)
 
     def _finish(self, task: Task) -> None:
+        """The task exited: read its pipes to the end (no writer is left), reap, report."""
         ended = time.monotonic()
-        for fd, role in list(task.fds.items()):
-            os.set_blocking(fd, True)
-            self._drain(task, fd, role)
-            self.selector.unregister(fd)
-            os.close(fd)
-        self.selector.unregister(task.pidfd)
-        os.close(task.pidfd)
+        for fd, role in task.fds.items():
+            while self._take(task, role, os.read(fd, READ_CHUNK)):
+                pass
+            self._forget(fd)
+        self._forget(task.pidfd)
         del self.tasks[task.pidfd]
         drained = time.monotonic()
         _, status, usage = os.wait4(task.pid, 0)
