@@ -14,16 +14,18 @@ import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from potsandbox.executor.bpf import (
+    PR_SET_PDEATHSIG,
+    SeccompFilter,
+    call_prctl,
+    set_no_new_privs,
+)
+
 if TYPE_CHECKING:
     from potsandbox.executor.landlock import Ruleset
-    from potsandbox.executor.seccomp import SeccompFilter
 
-_libc = ctypes.CDLL(None, use_errno=True)
-# Bound here, in the zygote: a task process then calls them without a dlsym of its own.
-_libc_prctl = _libc.prctl
-_libc_syscall = _libc.syscall
-PR_SET_PDEATHSIG = 1
-PR_SET_NO_NEW_PRIVS = 38
+_libc_syscall = ctypes.CDLL(None, use_errno=True).syscall
+"""Bound here, in the zygote: a task process then calls it without a dlsym of its own."""
 
 RESULT_FD = 1000
 """The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
@@ -61,24 +63,18 @@ class Pipes:
 def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> None:
     """Apply every restriction in order; raise OSError naming the failed step."""
     os.setsid()
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "PR_SET_PDEATHSIG")  # no orphan outlives its zygote
+    call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
     _wire_descriptors(pipes, sandbox.devnull, keep=_landlock_fd(sandbox))
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # dispositions are a fresh interpreter's
     _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
     os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
-    _prctl(PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+    set_no_new_privs()
     _drop_capabilities()
     if sandbox.landlock is not None:
         sandbox.landlock.restrict_self()
         sandbox.landlock.close()
     if sandbox.seccomp is not None:
         sandbox.seccomp.install(os.getpid())
-
-
-def _prctl(option: int, value: int, name: str) -> None:
-    if _libc_prctl(option, value, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({name}): {os.strerror(err)}")
 
 
 class _CapHeader(ctypes.Structure):

@@ -4,8 +4,10 @@ The policy is data: the tables below, one per group, each with the reason for it
 action. `build_filter()` compiles them once in the zygote with libseccomp (binary
 tree, unknown architectures killed) and exports the BPF program; the rules that
 must name the task's own pid compare against `PID_PLACEHOLDER`. Each forked child
-then calls `SeccompFilter.install(os.getpid())`, which patches the placeholder and
-loads the program with prctl (~0.2 ms, against ~5 ms for building it per child).
+then calls `bpf.SeccompFilter.install(os.getpid())`, which patches the placeholder and
+loads the program with prctl (~0.2 ms, against ~5 ms for building it per child). The
+zygote itself never imports this module: `bpf.compile_in_child` runs `build_filter` in
+a throwaway process.
 
 Evaluation order: architecture (anything but x86_64, and the x32 ABI, is killed),
 then the syscall number; the arguments only for the `GUARDED` rules. Every syscall
@@ -23,7 +25,6 @@ stay allowed: a pid namespace hides them, this filter does not.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import platform
@@ -33,8 +34,7 @@ from dataclasses import dataclass
 
 import pyseccomp as seccomp
 
-PID_PLACEHOLDER = 0x7E5A5A5A
-"""Stands for the task's own pid in the compiled program until `install` patches it."""
+from potsandbox.executor.bpf import PID_PLACEHOLDER
 
 ALLOW: int = seccomp.ALLOW
 KILL_PROCESS: int = seccomp.KILL_PROCESS
@@ -365,96 +365,3 @@ def build_filter() -> bytes:
         syscall_filter.export_bpf(out)
         out.seek(0)
         return out.read()
-
-
-# ---------------------------------------------------------------------------------
-# Loading in the child.
-
-PR_SET_SECCOMP = 22
-PR_SET_NO_NEW_PRIVS = 38
-SECCOMP_MODE_FILTER = 2
-_BPF_JMP_JEQ_K = 0x15
-
-
-class _SockFilter(ctypes.Structure):
-    """struct sock_filter: one classic-BPF instruction."""
-
-    _fields_ = (
-        ("code", ctypes.c_uint16),
-        ("jt", ctypes.c_uint8),
-        ("jf", ctypes.c_uint8),
-        ("k", ctypes.c_uint32),
-    )
-
-
-class _SockFprog(ctypes.Structure):
-    """struct sock_fprog: what PR_SET_SECCOMP takes."""
-
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
-
-
-# Full-width arguments: without argtypes ctypes passes ints, truncating the pointer.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_prctl.restype = ctypes.c_int
-
-
-def _call_prctl(name: str, option: int, arg2: int, arg3: int = 0) -> None:
-    """Call prctl and raise OSError naming the option on failure."""
-    if _prctl(option, arg2, arg3, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl({name}): {os.strerror(err)}")
-
-
-def set_no_new_privs() -> None:
-    """Forbid gaining privileges (setuid exec); the kernel requires it for unprivileged filters."""
-    _call_prctl("PR_SET_NO_NEW_PRIVS", PR_SET_NO_NEW_PRIVS, 1)
-
-
-class SeccompFilter:
-    """A compiled filter, prepared in the zygote so that each child only patches and loads it."""
-
-    def __init__(self, program: bytes) -> None:
-        """Copy `program` into a ctypes buffer and find the pid placeholders.
-
-        Raises:
-            ValueError: not a BPF program, or it never compares against the placeholder.
-        """
-        if not program or len(program) % ctypes.sizeof(_SockFilter):
-            raise ValueError("a BPF program is a non-empty sequence of 8-byte instructions")
-        count = len(program) // ctypes.sizeof(_SockFilter)
-        if count > 0xFFFF:
-            raise ValueError(f"BPF program too long: {count} instructions")
-        self._insns = (_SockFilter * count).from_buffer_copy(program)
-        self._pid_slots = tuple(
-            i
-            for i, insn in enumerate(self._insns)
-            if insn.code == _BPF_JMP_JEQ_K and insn.k == PID_PLACEHOLDER
-        )
-        if not self._pid_slots:
-            raise ValueError("the BPF program has no pid placeholder to patch")
-        self._prog = _SockFprog(count, ctypes.cast(self._insns, ctypes.POINTER(_SockFilter)))
-
-    def patched(self, pid: int) -> bytes:
-        """The program as `install(pid)` loads it (for tests and inspection)."""
-        self._patch(pid)
-        return bytes(self._insns)
-
-    def install(self, pid: int) -> None:
-        """Load the filter on the calling (single-threaded) child, `pid` being its own pid.
-
-        Call `set_no_new_privs()` first unless the process has CAP_SYS_ADMIN.
-
-        Raises:
-            OSError: prctl(PR_SET_SECCOMP) failed; the message names the call and errno.
-        """
-        self._patch(pid)
-        program = ctypes.addressof(self._prog)
-        _call_prctl("PR_SET_SECCOMP", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, program)
-
-    def _patch(self, pid: int) -> None:
-        """Write `pid` over every placeholder constant."""
-        if not 0 < pid < 2**31:
-            raise ValueError(f"not a pid: {pid}")
-        for i in self._pid_slots:
-            self._insns[i].k = pid

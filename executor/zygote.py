@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from potsandbox.executor import channel, harness, namespaces, preload, verdict
+from potsandbox.executor import bpf, channel, harness, namespaces, preload, verdict
 from potsandbox.executor.containment import RESULT_FD, Pipes, Sandbox, contain
 from potsandbox.executor.conventions import Kind
 from potsandbox.executor.result import Status
 
 if TYPE_CHECKING:
     from potsandbox.executor.landlock import Ruleset
-    from potsandbox.executor.seccomp import SeccompFilter
 
 READ_CHUNK = 1 << 16
 RESULT_CAP = 1 << 20
@@ -340,12 +339,10 @@ def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
     return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES, devnull), layers
 
 
-def _seccomp_filter() -> SeccompFilter | None:
+def _seccomp_filter() -> bpf.SeccompFilter | None:
     try:
-        from potsandbox.executor import seccomp
-
-        return seccomp.SeccompFilter(seccomp.build_filter())
-    except (ImportError, RuntimeError, OSError) as exc:  # RuntimeError: no libseccomp
+        return bpf.SeccompFilter(bpf.compile_in_child())
+    except OSError as exc:  # no libseccomp, or a kernel without filters
         _log(f"seccomp unavailable: {exc}")
         return None
 

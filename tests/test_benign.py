@@ -328,6 +328,15 @@ def test_dunder_name_is_main(ex: Executor) -> None:
     assert_answer(run(ex, program), "main")
 
 
+def test_lean_zygote_has_loaded_neither_threading_nor_the_server_stack(ex: Executor) -> None:
+    """As in a fresh interpreter; threading's after-fork hook alone would cost every task."""
+    program = """
+    import sys
+    ans = sorted(m for m in ("threading", "pyseccomp", "asyncio", "grpc") if m in sys.modules)
+    """
+    assert_answer(run(ex, program), "[]")
+
+
 def test_dataclass_defined_in_the_program_works(ex: Executor) -> None:
     program = """
     from dataclasses import dataclass, field

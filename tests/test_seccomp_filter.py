@@ -26,7 +26,7 @@ from bpf_interp import AUDIT_ARCH_I386, X32_SYSCALL_BIT, SeccompData, describe, 
 if platform.machine() != "x86_64":
     pytest.skip("the seccomp policy is x86_64-only", allow_module_level=True)
 try:
-    from potsandbox.executor import seccomp
+    from potsandbox.executor import bpf, seccomp
 except (ImportError, RuntimeError) as exc:  # pyseccomp raises RuntimeError without libseccomp
     pytest.skip(f"pyseccomp/libseccomp unavailable: {exc}", allow_module_level=True)
 
@@ -54,10 +54,15 @@ def compiled() -> bytes:
     return seccomp.build_filter()
 
 
+def test_compile_in_child_returns_the_same_program(compiled: bytes) -> None:
+    """The zygote's way (a throwaway child builds it) gives the bytes build_filter gives."""
+    assert bpf.compile_in_child() == compiled
+
+
 @pytest.fixture(scope="module")
 def program(compiled: bytes) -> bytes:
     """The program as a child with pid PID loads it."""
-    return seccomp.SeccompFilter(compiled).patched(PID)
+    return bpf.SeccompFilter(compiled).patched(PID)
 
 
 def verdict(program: bytes, syscall: str | int, *args: int, arch: int | None = None) -> str:
@@ -265,8 +270,8 @@ PR_SET_PTRACER = 0x59616D61
         (PR_SET_PTRACER, EPERM),
         (PR_SET_MM, EPERM),
         (PR_CAP_AMBIENT, EPERM),
-        (seccomp.PR_SET_SECCOMP, EPERM),
-        (seccomp.PR_SET_NO_NEW_PRIVS, EPERM),
+        (bpf.PR_SET_SECCOMP, EPERM),
+        (bpf.PR_SET_NO_NEW_PRIVS, EPERM),
     ],
 )
 def test_prctl_allows_thread_names_only(program: bytes, option: int, expected: str) -> None:
@@ -285,7 +290,7 @@ def test_prctl_allows_thread_names_only(program: bytes, option: int, expected: s
         (0xFFFFFFFFFFFFFFFF, EPERM),  # -1 sign-extended: every process
         ((-PID) & 0xFFFFFFFFFFFFFFFF, EPERM),  # a process group
         (PID | HIGH, EPERM),
-        (seccomp.PID_PLACEHOLDER, EPERM),
+        (bpf.PID_PLACEHOLDER, EPERM),
     ],
 )
 def test_signals_reach_own_pid_only(program: bytes, name: str, target: int, expected: str) -> None:
@@ -298,12 +303,12 @@ def test_tkill_returns_eperm(program: bytes, target: int) -> None:
 
 
 def test_placeholder_is_what_an_unpatched_program_allows(compiled: bytes) -> None:
-    assert verdict(compiled, "kill", seccomp.PID_PLACEHOLDER, 0) == ALLOW
+    assert verdict(compiled, "kill", bpf.PID_PLACEHOLDER, 0) == ALLOW
     assert verdict(compiled, "kill", PID, 0) == EPERM
 
 
 def test_patching_again_replaces_the_pid(compiled: bytes) -> None:
-    loaded = seccomp.SeccompFilter(compiled)
+    loaded = bpf.SeccompFilter(compiled)
     loaded.patched(PID)
     repatched = loaded.patched(OTHER_PID)
     assert verdict(repatched, "kill", OTHER_PID, 0) == ALLOW
@@ -358,13 +363,13 @@ def test_write_exec_memory_is_allowed_for_ctypes_callbacks(program: bytes, name:
 @pytest.mark.parametrize("bad", [b"", b"1234567", b"\x06\x00\x00\x00\x00\x00\xff\x7f"])
 def test_malformed_or_placeholder_free_program_is_refused(bad: bytes) -> None:
     with pytest.raises(ValueError):
-        seccomp.SeccompFilter(bad)
+        bpf.SeccompFilter(bad)
 
 
 @pytest.mark.parametrize("pid", [0, -1, 2**31])
 def test_install_refuses_impossible_pid(compiled: bytes, pid: int) -> None:
     with pytest.raises(ValueError, match="pid"):
-        seccomp.SeccompFilter(compiled).install(pid)
+        bpf.SeccompFilter(compiled).install(pid)
 
 
 # --- live: a real fork, the real filter ----------------------------------------------
@@ -373,13 +378,13 @@ CHILD_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def loaded(compiled: bytes) -> seccomp.SeccompFilter:
+def loaded(compiled: bytes) -> bpf.SeccompFilter:
     """The filter prepared as the zygote prepares it."""
-    return seccomp.SeccompFilter(compiled)
+    return bpf.SeccompFilter(compiled)
 
 
 def run_sandboxed(
-    loaded: seccomp.SeccompFilter | None, probe: Callable[[], object]
+    loaded: bpf.SeccompFilter | None, probe: Callable[[], object]
 ) -> tuple[int, object]:
     """Fork; the child installs `loaded` (None: no filter), runs `probe`, reports; reap it.
 
@@ -395,7 +400,7 @@ def run_sandboxed(
             report: list[object]
             try:
                 if loaded is not None:
-                    seccomp.set_no_new_privs()
+                    bpf.set_no_new_privs()
                     loaded.install(os.getpid())
             except OSError as exc:
                 report = ["install failed", str(exc)]
@@ -607,14 +612,14 @@ SYS_PTRACE, SYS_IO_URING_SETUP, SYS_CLONE3, SYS_UNSHARE = 101, 425, 435, 272
     ],
 )
 def test_benign_program_runs_under_filter(
-    loaded: seccomp.SeccompFilter, probe: Callable[[], object], expected: list[object]
+    loaded: bpf.SeccompFilter, probe: Callable[[], object], expected: list[object]
 ) -> None:
     status, report = run_sandboxed(loaded, probe)
     assert (killed_by(status), report) == (None, expected)
 
 
 @live
-def test_stdlib_controls_run_under_filter(loaded: seccomp.SeccompFilter) -> None:
+def test_stdlib_controls_run_under_filter(loaded: bpf.SeccompFilter) -> None:
     status, report = run_sandboxed(loaded, _stdlib)
     assert killed_by(status) is None
     assert report == [
@@ -642,7 +647,7 @@ def test_stdlib_controls_run_under_filter(loaded: seccomp.SeccompFilter) -> None
     ],
 )
 def test_blocked_call_fails_with_errno(
-    loaded: seccomp.SeccompFilter, probe: Callable[[], object], expected: list[object]
+    loaded: bpf.SeccompFilter, probe: Callable[[], object], expected: list[object]
 ) -> None:
     status, report = run_sandboxed(loaded, probe)
     assert (killed_by(status), report) == (None, expected)
@@ -661,7 +666,7 @@ def victim() -> Iterator[str]:
 @live
 @pytest.mark.parametrize("mode", ["w", "a", "r+", "x"])
 def test_open_for_writing_returns_eperm_and_leaves_file_intact(
-    loaded: seccomp.SeccompFilter, victim: str, mode: str
+    loaded: bpf.SeccompFilter, victim: str, mode: str
 ) -> None:
     target = victim if mode != "x" else victim + ".new"
     status, report = run_sandboxed(loaded, lambda: open(target, mode).close())
@@ -685,7 +690,7 @@ def test_open_for_writing_returns_eperm_and_leaves_file_intact(
     ],
 )
 def test_tripwire_kills_child_with_sigsys(
-    loaded: seccomp.SeccompFilter, probe: Callable[[], object]
+    loaded: bpf.SeccompFilter, probe: Callable[[], object]
 ) -> None:
     status, report = run_sandboxed(loaded, probe)
     assert (killed_by(status), report) == (signal.SIGSYS, None)
@@ -697,15 +702,15 @@ def _abort() -> None:
 
 
 @live
-def test_abort_still_dies_by_sigabrt(loaded: seccomp.SeccompFilter) -> None:
+def test_abort_still_dies_by_sigabrt(loaded: bpf.SeccompFilter) -> None:
     status, report = run_sandboxed(loaded, _abort)
     assert (killed_by(status), report) == (signal.SIGABRT, None)
 
 
 @live
 def test_invalid_program_fails_with_oserror_naming_prctl() -> None:
-    jump_past_end = struct.pack("<HBBI", 0x15, 7, 7, seccomp.PID_PLACEHOLDER)
-    status, report = run_sandboxed(seccomp.SeccompFilter(jump_past_end), lambda: None)
+    jump_past_end = struct.pack("<HBBI", 0x15, 7, 7, bpf.PID_PLACEHOLDER)
+    status, report = run_sandboxed(bpf.SeccompFilter(jump_past_end), lambda: None)
     assert (killed_by(status), report) == (
         None,
         ["install failed", "[Errno 22] prctl(PR_SET_SECCOMP): Invalid argument"],
@@ -721,7 +726,7 @@ def _drop_to_nobody() -> None:
 
 
 @live
-def test_install_without_no_new_privs_fails_with_eacces(loaded: seccomp.SeccompFilter) -> None:
+def test_install_without_no_new_privs_fails_with_eacces(loaded: bpf.SeccompFilter) -> None:
     def probe() -> None:
         _drop_to_nobody()
         loaded.install(os.getpid())
