@@ -24,7 +24,7 @@ def _record(benchmark: Any, rate: float) -> None:
     benchmark.extra_info["programs"] = len(ROWS)
 
 
-@pytest.mark.parametrize("flavor", ["full", "lean"])
+@pytest.mark.parametrize("flavor", ["full", "numpy", "lean"])
 def test_ceiling_bare_fork_exit_reap(benchmark: Any, flavor: str) -> None:
     rate = benchmark.pedantic(
         lambda: asyncio.run(ceiling_rate(2000, flavor)), rounds=3, iterations=1

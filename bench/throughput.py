@@ -14,6 +14,7 @@ seconds computing, so rates are given for all programs and for the "light" ones.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import io
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from potsandbox.executor import AsyncExecutor, Convention, Limits, PoolConfig
-from potsandbox.executor.pool import needs_full
+from potsandbox.executor.pool import flavor_for
+from potsandbox.executor.preload import FLAVORS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "pot_public.jsonl"
@@ -73,7 +75,9 @@ async def _run_rows(executor: AsyncExecutor, rows: list[dict[str, Any]]) -> None
 async def ceiling_rate(count: int, flavor: str) -> float:
     """Bare fork+exit+reap per second of the zygotes, all of one flavor in parallel."""
     config = PoolConfig(
-        zygotes=2 if flavor == "full" else 0, lean_zygotes=2 if flavor == "lean" else 0
+        zygotes=2 if flavor == "full" else 0,
+        numpy_zygotes=2 if flavor == "numpy" else 0,
+        lean_zygotes=2 if flavor == "lean" else 0,
     )
     async with AsyncExecutor(config) as executor:
         await executor.pool.fork_rate(count // 4, flavor)
@@ -158,12 +162,13 @@ def main() -> None:
     light = [r for r, c in zip(rows, costs, strict=True) if c < HEAVY_S]
     cores = len(os.sched_getaffinity(0))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    names = ("ceiling_full", "ceiling_lean", "potsandbox_all", "potsandbox_light", "cold")
-    figures: dict[str, list[float]] = {k: [] for k in (*names, "pool_all", "pool_light")}
+    ceilings = [f"ceiling_{flavor}" for flavor in FLAVORS]
+    names = (*ceilings, "potsandbox_all", "potsandbox_light", "cold", "pool_all", "pool_light")
+    figures: dict[str, list[float]] = {k: [] for k in names}
     traces: list[dict[str, float]] = []
     for _ in range(rounds):
-        figures["ceiling_full"].append(asyncio.run(ceiling_rate(2000, "full")))
-        figures["ceiling_lean"].append(asyncio.run(ceiling_rate(2000, "lean")))
+        for flavor in FLAVORS:
+            figures[f"ceiling_{flavor}"].append(asyncio.run(ceiling_rate(2000, flavor)))
         figures["potsandbox_all"].append(asyncio.run(potsandbox_rate(rows, PoolConfig()))[0])
         rate, round_traces = asyncio.run(potsandbox_rate(light, PoolConfig(trace=True)))
         figures["potsandbox_light"].append(rate)
@@ -172,10 +177,8 @@ def main() -> None:
         figures["pool_all"].append(pool_rate(rows))
         figures["pool_light"].append(pool_rate(light))
     medians = {k: round(statistics.median(v), 1) for k, v in figures.items()}
-    lean_share = sum(not needs_full(r["program"], r["prelude"] or "") for r in light) / len(light)
-    mixed_ceiling = 1 / (
-        lean_share / medians["ceiling_lean"] + (1 - lean_share) / medians["ceiling_full"]
-    )
+    shares = collections.Counter(flavor_for(r["program"], r["prelude"] or "") for r in light)
+    mixed_ceiling = len(light) / sum(n / medians[f"ceiling_{f}"] for f, n in shares.items())
     print(
         json.dumps(
             {
@@ -188,7 +191,7 @@ def main() -> None:
                     "cpu_seconds_light": round(sum(c for c in costs if c < HEAVY_S), 2),
                     "bound_all_per_second": round(len(rows) * cores / sum(costs), 1),
                 },
-                "lean_share_light": round(lean_share, 3),
+                "flavors_light": dict(shares),
                 "ceiling_mixed": round(mixed_ceiling, 1),
                 "light_vs_mixed_ceiling": round(medians["potsandbox_light"] / mixed_ceiling, 3),
                 "all": figures,

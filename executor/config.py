@@ -99,6 +99,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     p.add_argument("--port-file", type=Path, help="write the bound port to this file")
     p.add_argument("--workers", type=int, help="numpy/sympy zygotes (default: CPU count)")
+    p.add_argument("--numpy-workers", type=int, help="numpy-only zygotes (default: CPU count)")
     p.add_argument("--lean-workers", type=int, help="standard-library zygotes (default: CPU count)")
     p.add_argument(
         "--max-in-flight", type=int, help="programs running at once (default: CPU count)"
@@ -218,6 +219,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     )
     pool = PoolConfig(
         zygotes=_or(src.integer("workers"), base.zygotes),
+        numpy_zygotes=_or(src.integer("numpy_workers"), base.numpy_zygotes),
         lean_zygotes=_or(src.integer("lean_workers"), base.lean_zygotes),
         max_in_flight=_or(src.integer("max_in_flight"), base.max_in_flight),
         namespaces=not src.flag("no_namespaces"),

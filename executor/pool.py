@@ -24,9 +24,9 @@ from typing import Any
 
 from potsandbox.executor import channel
 from potsandbox.executor.conventions import Convention
-from potsandbox.executor.errors import ExecutorClosed, ExecutorError
+from potsandbox.executor.errors import ConfigError, ExecutorClosed, ExecutorError
 from potsandbox.executor.limits import Limits
-from potsandbox.executor.preload import LEAN_MODULES
+from potsandbox.executor.preload import FLAVORS
 from potsandbox.executor.result import Result, Status
 
 log = logging.getLogger("potsandbox.executor")
@@ -38,20 +38,33 @@ MAX_ATTEMPTS = 2
 """A task whose zygote died under it is retried once, then reported as crashed."""
 
 _IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
-_LEAN_ROOTS = frozenset(m.partition(".")[0] for m in LEAN_MODULES) | {"sys", "os", "time", "typing"}
+_ALWAYS_THERE = frozenset({"sys", "os", "time", "typing"})
+_ROOTS = {
+    flavor: frozenset(m.partition(".")[0] for m in modules) | _ALWAYS_THERE
+    for flavor, modules in FLAVORS.items()
+}
 
 
-def needs_full(program: str, prelude: str) -> bool:
-    """True unless every import is standard-library math the lean zygote preloads."""
+def flavor_for(program: str, prelude: str) -> str:
+    """The smallest zygote flavour that preloads every module the source imports.
+
+    A static scan of import statements; dynamic imports (`__import__`, importlib) go
+    to the full zygote. Any flavour runs any program correctly; a smaller one only
+    makes the fork and the task cheaper (bench/README.md).
+    """
     source = f"{prelude}\n{program}"
     if "__import__" in source or "importlib" in source:
-        return True
-    for match in _IMPORT.finditer(source):
-        names = match.group(1) or match.group(2)
-        for name in names.split(","):
-            if name.strip().partition(".")[0] not in _LEAN_ROOTS:
-                return True
-    return False
+        return "full"
+    roots = {
+        name.strip().partition(".")[0]
+        for match in _IMPORT.finditer(source)
+        for name in (match.group(1) or match.group(2)).split(",")
+    }
+    return next((f for f, known in _ROOTS.items() if roots <= known), "full")
+
+
+_HELPERS = {"lean": ("lean",), "numpy": ("numpy", "lean"), "full": ("full", "numpy", "lean")}
+"""Which queues each flavour of zygote serves, its own first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +72,9 @@ class PoolConfig:
     """How many zygotes of each kind, how they run, and where."""
 
     zygotes: int = max(1, os.cpu_count() or 1)
-    """Zygotes with numpy/sympy preloaded (default: CPU count)."""
+    """Zygotes with numpy, sympy, mpmath and scipy's usual parts preloaded (default: CPU count)."""
+    numpy_zygotes: int = max(1, os.cpu_count() or 1)
+    """Zygotes with the standard library and numpy, for programs that import nothing else."""
     lean_zygotes: int = max(1, os.cpu_count() or 1)
     """Zygotes with only the standard library preloaded, for programs that import nothing heavy."""
     slots: int = 1
@@ -88,7 +103,7 @@ class _Pending:
     convention: Convention
     limits: Limits
     task_id: str
-    full: bool
+    flavor: str
     future: asyncio.Future[Result]
     seq: int = 0
     attempts: int = 0
@@ -117,9 +132,8 @@ class ZygotePool:
         self.zygotes: list[_Zygote] = []
         self.layers: tuple[str, ...] = ()
         self.restarts = 0
-        self._queues: dict[bool, collections.deque[_Pending]] = {
-            True: collections.deque(),
-            False: collections.deque(),
+        self._queues: dict[str, collections.deque[_Pending]] = {
+            flavor: collections.deque() for flavor in FLAVORS
         }
         self._seq = itertools.count(1)
         self._workdir = ""
@@ -140,15 +154,35 @@ class ZygotePool:
     @property
     def capacity(self) -> int:
         """Tasks that can run at once."""
-        slots = (self.config.zygotes + self.config.lean_zygotes) * self.config.slots
+        slots = self.zygote_count * self.config.slots
         return min(slots, self.config.max_in_flight)
+
+    @property
+    def zygote_count(self) -> int:
+        """Zygotes of every flavour the pool keeps running."""
+        return sum(self._counts.values())
+
+    @property
+    def _counts(self) -> dict[str, int]:
+        config = self.config
+        return {"full": config.zygotes, "numpy": config.numpy_zygotes, "lean": config.lean_zygotes}
+
+    def _route(self, needed: str) -> str:
+        """The queue for a task: its flavour, else the next bigger one configured, else the
+        biggest there is (any flavour runs any program; it only imports more itself)."""
+        configured = [flavor for flavor in FLAVORS if self._counts[flavor] > 0]
+        rank = list(FLAVORS).index(needed)
+        bigger = [flavor for flavor in configured if list(FLAVORS).index(flavor) >= rank]
+        return bigger[0] if bigger else configured[-1]
 
     async def start(self) -> None:
         """Start every zygote and wait until each has preloaded and reported ready."""
+        if self.zygote_count < 1:
+            raise ConfigError("zygotes", "the pool needs at least one zygote of some flavour")
         self._workdir = tempfile.mkdtemp(prefix="potsandbox-")
         os.chmod(self._workdir, 0o755)
         self._closed = False
-        flavors = ["full"] * self.config.zygotes + ["lean"] * self.config.lean_zygotes
+        flavors = [flavor for flavor, count in self._counts.items() for _ in range(count)]
         try:
             self.zygotes = list(await asyncio.gather(*(self._spawn(f) for f in flavors)))
         except BaseException:
@@ -178,10 +212,10 @@ class ZygotePool:
             convention=convention or Convention(),
             limits=limits or Limits(),
             task_id=task_id,
-            full=needs_full(program, prelude),
+            flavor=self._route(flavor_for(program, prelude)),
             future=loop.create_future(),
         )
-        self._queues[pending.full].append(pending)
+        self._queues[pending.flavor].append(pending)
         self._pump()
         try:
             return await asyncio.shield(pending.future)
@@ -323,13 +357,12 @@ class ZygotePool:
     # -- dispatch ------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Fill free slots: each flavor its own queue, then full zygotes help with lean tasks."""
+        """Fill free slots: each flavour its own queue, then bigger zygotes help smaller ones."""
         busy = self.busy
-        lean = [z for z in self.zygotes if z.flavor == "lean"]
-        full = [z for z in self.zygotes if z.flavor == "full"]
-        for zygotes, heavy in ((lean, False), (full, True), (full, False)):
-            queue = self._queues[heavy]
-            for zygote in zygotes:
+        for rank in range(len(FLAVORS)):
+            for zygote in self.zygotes:
+                helps = _HELPERS[zygote.flavor]
+                queue = self._queues[helps[rank]] if rank < len(helps) else None
                 while queue and busy < self.config.max_in_flight and self._free(zygote):
                     self._dispatch(zygote, queue.popleft())
                     busy += 1
@@ -381,12 +414,12 @@ class ZygotePool:
         if pending.attempts >= MAX_ATTEMPTS:
             self._settle(pending, _lost("the worker running this task died twice"))
         else:
-            self._queues[pending.full].appendleft(pending)
+            self._queues[pending.flavor].appendleft(pending)
 
     def _abandon(self, pending: _Pending) -> None:
         """The caller stopped waiting: drop the queued task or kill the running one."""
         with contextlib.suppress(ValueError):
-            self._queues[pending.full].remove(pending)
+            self._queues[pending.flavor].remove(pending)
         zygote = pending.zygote
         if zygote is not None and zygote.in_flight.get(pending.seq) is pending and zygote.alive:
             zygote.writer.write(channel.encode({"op": "cancel", "id": pending.seq}))

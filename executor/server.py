@@ -169,13 +169,11 @@ class SandboxService(pb_grpc.SandboxServicer):
                 task.cancel()
 
     async def GetInfo(self, request: pb.GetInfoRequest, context: Context) -> pb.ServerInfo:
-        pool = self.executor.pool.config
+        pool = self.executor.pool
         policy = self.config.policy
         return pb.ServerInfo(
             version=version(),
-            workers=pb.Workers(
-                zygotes=pool.zygotes + pool.lean_zygotes, slots=self.executor.pool.capacity
-            ),
+            workers=pb.Workers(zygotes=pool.zygote_count, slots=pool.capacity),
             isolation=list(self.executor.layers),
             default_limits=wire.limits_to_proto(policy.default),
             max_limits=wire.limits_to_proto(policy.maximum),

@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     """Enter namespaces, preload, build the filters once, then serve tasks."""
     parser = argparse.ArgumentParser(prog="potsandbox.executor.zygote")
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--flavor", choices=("full", "lean"), default="full")
+    parser.add_argument("--flavor", choices=tuple(preload.FLAVORS), default="full")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--no-namespaces", action="store_true")
     parser.add_argument("--unconfined", action="store_true")
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     layers = [] if args.no_namespaces else list(namespaces.enter())
     sys.argv = [""]  # what a program sees of its command line, as under `python -c`
     os.chdir(args.workdir)
-    preload.preload(full=args.flavor == "full")
+    preload.preload(args.flavor)
     sandbox, more = _build_sandbox(args.workdir, args.unconfined)
     layers.extend(more)
     for name in ("PYTHONMALLOC", "GLIBC_TUNABLES"):

@@ -31,7 +31,9 @@ LIMITS = Limits(timeout_s=10.0, cpu_s=20.0, memory_mb=512, output_bytes=64 << 10
 @pytest.fixture(scope="module")
 def ex() -> Iterator[Executor]:
     """One executor for the module, with every isolation layer the machine offers."""
-    executor = Executor(PoolConfig(zygotes=1, lean_zygotes=1, max_in_flight=2), LimitPolicy())
+    executor = Executor(
+        PoolConfig(zygotes=1, numpy_zygotes=1, lean_zygotes=1, max_in_flight=2), LimitPolicy()
+    )
     with executor:
         yield executor
 

@@ -18,7 +18,7 @@ from potsandbox.client.cli import main
 
 from corpus import SAMPLE, difference, known_differences, records
 
-WORKERS = ("--workers", "1", "--lean-workers", "1")
+WORKERS = ("--workers", "1", "--numpy-workers", "1", "--lean-workers", "1")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 def few_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Embedded servers started by the CLI itself inherit these settings."""
     monkeypatch.setenv("POTSANDBOX_WORKERS", "1")
+    monkeypatch.setenv("POTSANDBOX_NUMPY_WORKERS", "1")
     monkeypatch.setenv("POTSANDBOX_LEAN_WORKERS", "1")
 
 

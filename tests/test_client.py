@@ -37,7 +37,7 @@ from potsandbox.executor.limits import LimitPolicy, Limits
 from corpus import SAMPLE, difference, records
 from servers import Server, free_port, running, wait_until
 
-WORKERS = ("--workers", "1", "--lean-workers", "1")
+WORKERS = ("--workers", "1", "--numpy-workers", "1", "--lean-workers", "1")
 """Two zygotes per server keep several servers affordable on a 2-core machine."""
 
 START_TIMEOUT_S = 90.0

@@ -9,11 +9,13 @@ import signal
 import tempfile
 import time
 
+import numpy as np
 import psutil
 import pytest
 
 from potsandbox.executor import (
     AsyncExecutor,
+    ConfigError,
     Convention,
     Executor,
     ExecutorClosed,
@@ -23,9 +25,9 @@ from potsandbox.executor import (
     PoolConfig,
     Status,
 )
-from potsandbox.executor.pool import needs_full
+from potsandbox.executor.pool import flavor_for
 
-SMALL = PoolConfig(zygotes=1, lean_zygotes=1)
+SMALL = PoolConfig(zygotes=1, numpy_zygotes=1, lean_zygotes=1)
 
 
 def _fds() -> set[str]:
@@ -79,29 +81,57 @@ def test_limits_above_the_policy_maximum_are_refused_with_the_field() -> None:
 
 
 @pytest.mark.parametrize(
-    ("program", "full"),
+    ("program", "flavor"),
     [
-        ("ans = 3 * 4", False),
-        ("import math\nans = math.sqrt(16)", False),
-        ("from fractions import Fraction\nans = Fraction(1, 3)", False),
-        ("import numpy as np\nans = np.sum([1, 2])", True),
-        ("from sympy import symbols", True),
-        ("x = __import__('numpy')", True),
+        ("ans = 3 * 4", "lean"),
+        ("import math\nans = math.sqrt(16)", "lean"),
+        ("from fractions import Fraction\nans = Fraction(1, 3)", "lean"),
+        ("import numpy as np\nans = np.sum([1, 2])", "numpy"),
+        ("import math, numpy.linalg\nans = 1", "numpy"),
+        ("from numpy.random import default_rng\nans = 1", "numpy"),
+        ("import numpy as np\nfrom sympy import symbols", "full"),
+        ("import scipy.optimize", "full"),
+        ("x = __import__('numpy')", "full"),
     ],
 )
-def test_programs_importing_heavy_libraries_go_to_full_zygotes(program: str, full: bool) -> None:
-    assert needs_full(program, "") is full
+def test_programs_go_to_the_smallest_zygote_preloading_their_imports(
+    program: str, flavor: str
+) -> None:
+    assert flavor_for(program, "") == flavor
 
 
-def test_lean_and_full_zygotes_give_the_same_answers() -> None:
-    programs = ["ans = 7 / 2", "import numpy as np\nans = float(np.float64(7) / 2)"]
-    with Executor(SMALL) as ex:
-        assert [ex.run(p, convention="ans").answer for p in programs] == ["3.5", "3.5"]
+FLAVOR_PROGRAMS = {
+    "ans = 7 / 2": "3.5",
+    "import numpy as np\nans = float(np.float64(7) / 2)": "3.5",
+    "import numpy as np\nans = int(np.random.default_rng(7).integers(1000))": str(
+        int(np.random.default_rng(7).integers(1000))
+    ),
+    "import sympy\nans = sympy.Rational(7, 2)": "7/2",
+}
+
+
+@pytest.mark.parametrize(
+    "counts", [(0, 0, 1), (0, 1, 0), (1, 0, 0), (1, 1, 1)], ids=["lean", "numpy", "full", "all"]
+)
+def test_every_zygote_flavour_gives_the_same_answers(counts: tuple[int, int, int]) -> None:
+    """A flavour that lacks a module imports it in the task: slower, never different."""
+    full, numpy, lean = counts
+    config = PoolConfig(zygotes=full, numpy_zygotes=numpy, lean_zygotes=lean)
+    with Executor(config) as ex:
+        answers = {p: ex.run(p, convention="ans").answer for p in FLAVOR_PROGRAMS}
+    assert answers == FLAVOR_PROGRAMS
+
+
+def test_a_pool_without_zygotes_is_refused_naming_the_field() -> None:
+    executor = Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=0))
+    with pytest.raises(ConfigError) as caught:
+        executor.start()
+    assert caught.value.field == "zygotes"
 
 
 def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
     async def scenario() -> None:
-        async with AsyncExecutor(PoolConfig(zygotes=1, lean_zygotes=0)) as ex:
+        async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
             victim = ex.pool.zygotes[0]
             slow = asyncio.ensure_future(
                 ex.run("import time\ntime.sleep(1)\nans = 1", convention=Convention.parse("ans"))
@@ -120,7 +150,7 @@ def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
 
 def test_cancelling_a_task_kills_its_process() -> None:
     async def scenario() -> None:
-        async with AsyncExecutor(PoolConfig(zygotes=1, lean_zygotes=0)) as ex:
+        async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
             zygote = psutil.Process(ex.pool.zygotes[0].process.pid)
             idle = len(zygote.children(recursive=True))
             task = asyncio.ensure_future(ex.run("import time\ntime.sleep(30)"))

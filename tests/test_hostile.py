@@ -6,7 +6,7 @@ runs every program. Each negative test asserts the mechanism that stopped the at
 and has a positive twin: the same operation run by the test process itself or by a
 plain `python -c` (`reached`), which must succeed, so that "blocked" never means
 "nothing was there". After every test the executor must still answer benign programs
-on both zygote flavours, and after the module no process of the executor is left.
+on every zygote flavour, and after the module no process of the executor is left.
 
 Tests that depend on an isolation layer skip, naming it, when the executor reports it
 missing: they are *not verified* then, never passed.
@@ -77,9 +77,10 @@ def checked(result):
 
 BENIGN = {
     "lean": "ans = 6 * 7",
-    "full": "import numpy\nans = int(numpy.int64(6) * 7)",
+    "numpy": "import numpy\nans = int(numpy.int64(6) * 7)",
+    "full": "import sympy\nans = int(sympy.Integer(6) * 7)",
 }
-"""Run after every hostile program: one per zygote flavour, both must answer 42."""
+"""Run after every hostile program: one per zygote flavour, each must answer 42."""
 
 HELPER_PIDS: set[int] = set()
 """Processes this module started on purpose (the canary holder); not leftovers."""
@@ -94,7 +95,9 @@ def ex() -> Iterator[Executor]:
     os.environ[CANARY_VARIABLE] = CANARY
     earlier = {p.pid for p in _descendants()}  # helpers of other test modules may live on
     policy = LimitPolicy(default=Limits(**DEFAULT_LIMITS))
-    executor = Executor(PoolConfig(zygotes=1, lean_zygotes=1, max_in_flight=2), policy)
+    executor = Executor(
+        PoolConfig(zygotes=1, numpy_zygotes=1, lean_zygotes=1, max_in_flight=2), policy
+    )
     executor.start()
     try:
         workdir = executor.run("import os\nprint(os.getcwd())", convention="stdout").answer
@@ -110,7 +113,7 @@ def ex() -> Iterator[Executor]:
 
 @pytest.fixture(autouse=True)
 def still_answers(ex: Executor) -> Iterator[None]:
-    """After each hostile program, both zygote flavours still run a benign one correctly."""
+    """After each hostile program, every zygote flavour still runs a benign one correctly."""
     yield
     for flavour, program in BENIGN.items():
         result = ex.run(program)
@@ -975,12 +978,11 @@ print("found", found)
 """
 
 
-@pytest.mark.parametrize("flavour", ["lean", "full"])
+@pytest.mark.parametrize("flavour", ["lean", "numpy", "full"])
 def test_canary_is_absent_from_the_task_memory(ex: Executor, flavour: str) -> None:
     """Zygotes are fresh interpreters: nothing of the starting process is in their heap."""
-    program = ("import numpy\n" if flavour == "full" else "") + source(
-        MEMORY_SCAN, REVERSED=CANARY[::-1]
-    )
+    imports = {"lean": "", "numpy": "import numpy\n", "full": "import sympy\n"}
+    program = imports[flavour] + source(MEMORY_SCAN, REVERSED=CANARY[::-1])
     twin = plain("import gc\n" + program).stdout  # gc is preloaded in the zygotes, not here
     assert twin == "found True\n", "an ordinary child's heap holds the canary"
     result = run(ex, program, timeout_s=40.0, cpu_s=80.0)

@@ -60,6 +60,7 @@ MAX_PROGRAM_BYTES = 1 << 20
 
 SHARED_FLAGS: dict[str, str] = {
     "--workers": "1",
+    "--numpy-workers": "1",
     "--lean-workers": "2",
     "--max-in-flight": "2",
     "--timeout": "2",
@@ -173,7 +174,7 @@ def test_reflection_describes_execute(server: Server) -> None:
 def test_get_info_reports_the_flags_it_was_started_with(stub: Any) -> None:
     info = stub.GetInfo(pb.GetInfoRequest(), timeout=10)
     assert info.version == metadata.version("potsandbox")
-    assert info.workers.zygotes == 3  # --workers 1 + --lean-workers 2
+    assert info.workers.zygotes == 4  # --workers 1 + --numpy-workers 1 + --lean-workers 2
     assert info.workers.slots == 2  # --max-in-flight 2
     assert "rlimits" in info.isolation
     # Started without --unconfined, so at least one kernel layer must be in force.
@@ -521,7 +522,7 @@ def reference_request(row: dict[str, Any]) -> pb.ExecuteRequest:
 
 
 async def run_directly(rows: list[dict[str, Any]]) -> tuple[dict[str, Result], tuple[str, ...]]:
-    config = PoolConfig(zygotes=1, lean_zygotes=2, max_in_flight=2)
+    config = PoolConfig(zygotes=1, numpy_zygotes=1, lean_zygotes=2, max_in_flight=2)
     async with AsyncExecutor(config) as executor:
         results = await asyncio.gather(
             *(
@@ -584,7 +585,18 @@ def test_full_public_corpus_gives_the_same_results_over_grpc_as_in_process(stub:
 
 
 def test_overload_is_resource_exhausted_and_no_accepted_task_is_lost(tmp_path: Path) -> None:
-    args = ["--max-in-flight", "1", "--queue-size", "0", "--workers", "1", "--lean-workers", "1"]
+    args = [
+        "--max-in-flight",
+        "1",
+        "--queue-size",
+        "0",
+        "--workers",
+        "1",
+        "--numpy-workers",
+        "1",
+        "--lean-workers",
+        "1",
+    ]
     with running(tmp_path, *args, "--timeout", "2", "--grace", "5") as srv:
         stub = srv.stub()
         program = make_request("import time\ntime.sleep(0.5)\nprint('slept')", convention="stdout")
@@ -615,7 +627,18 @@ GRACE_S = 10
 
 
 def test_sigterm_drains_in_flight_tasks_and_exits_zero(tmp_path: Path) -> None:
-    args = ["--workers", "1", "--lean-workers", "4", "--max-in-flight", "4", "--timeout", "5"]
+    args = [
+        "--workers",
+        "1",
+        "--numpy-workers",
+        "1",
+        "--lean-workers",
+        "4",
+        "--max-in-flight",
+        "4",
+        "--timeout",
+        "5",
+    ]
     srv = start_server(tmp_path, *args, "--grace", str(GRACE_S))
     try:
         stub = srv.stub()
@@ -653,7 +676,16 @@ def test_token_is_required_for_the_sandbox_but_not_for_health(tmp_path: Path) ->
     token = secrets.token_urlsafe(24)
     token_file = tmp_path / "token"
     token_file.write_text(f"{token}\n")
-    args = ["--token-file", token_file, "--workers", "1", "--lean-workers", "1"]
+    args = [
+        "--token-file",
+        token_file,
+        "--workers",
+        "1",
+        "--numpy-workers",
+        "1",
+        "--lean-workers",
+        "1",
+    ]
     with running(tmp_path / "srv", *args, "--max-in-flight", "1", "--grace", "5") as srv:
         stub = srv.stub()
         request = make_request("ans = 2", convention="ans", id="auth-1")
@@ -726,7 +758,17 @@ def test_mtls_admits_only_clients_with_a_certificate_from_the_ca(
     args = ["--tls-cert", paths["cert"], "--tls-key", paths["key"], "--tls-client-ca", paths["ca"]]
     good = client_credentials(pki, pki["client"])
     with running(
-        tmp_path, *args, "--workers", "1", "--lean-workers", "1", "--grace", "5", credentials=good
+        tmp_path,
+        *args,
+        "--workers",
+        "1",
+        "--numpy-workers",
+        "1",
+        "--lean-workers",
+        "1",
+        "--grace",
+        "5",
+        credentials=good,
     ) as srv:
         request = make_request("ans = 4", convention="ans")
         reply = srv.stub().Execute(request, timeout=10)
