@@ -58,6 +58,9 @@ CANARY = f"canary-{secrets.token_hex(8)}"
 MAX_PROGRAM_BYTES = 1 << 20
 """ServerConfig.max_program_bytes; no flag sets it, so the tests use the default."""
 
+ONE_ZYGOTE_EACH = ("--workers", "1", "--numpy-workers", "1", "--lean-workers", "1")
+"""Servers started by one test only: the smallest pool with every zygote flavour."""
+
 SHARED_FLAGS: dict[str, str] = {
     "--workers": "1",
     "--numpy-workers": "1",
@@ -585,18 +588,7 @@ def test_full_public_corpus_gives_the_same_results_over_grpc_as_in_process(stub:
 
 
 def test_overload_is_resource_exhausted_and_no_accepted_task_is_lost(tmp_path: Path) -> None:
-    args = [
-        "--max-in-flight",
-        "1",
-        "--queue-size",
-        "0",
-        "--workers",
-        "1",
-        "--numpy-workers",
-        "1",
-        "--lean-workers",
-        "1",
-    ]
+    args = ["--max-in-flight", "1", "--queue-size", "0", *ONE_ZYGOTE_EACH]
     with running(tmp_path, *args, "--timeout", "2", "--grace", "5") as srv:
         stub = srv.stub()
         program = make_request("import time\ntime.sleep(0.5)\nprint('slept')", convention="stdout")
@@ -676,16 +668,7 @@ def test_token_is_required_for_the_sandbox_but_not_for_health(tmp_path: Path) ->
     token = secrets.token_urlsafe(24)
     token_file = tmp_path / "token"
     token_file.write_text(f"{token}\n")
-    args = [
-        "--token-file",
-        token_file,
-        "--workers",
-        "1",
-        "--numpy-workers",
-        "1",
-        "--lean-workers",
-        "1",
-    ]
+    args = ["--token-file", token_file, *ONE_ZYGOTE_EACH]
     with running(tmp_path / "srv", *args, "--max-in-flight", "1", "--grace", "5") as srv:
         stub = srv.stub()
         request = make_request("ans = 2", convention="ans", id="auth-1")
@@ -757,19 +740,7 @@ def test_mtls_admits_only_clients_with_a_certificate_from_the_ca(
     paths = pki["paths"]
     args = ["--tls-cert", paths["cert"], "--tls-key", paths["key"], "--tls-client-ca", paths["ca"]]
     good = client_credentials(pki, pki["client"])
-    with running(
-        tmp_path,
-        *args,
-        "--workers",
-        "1",
-        "--numpy-workers",
-        "1",
-        "--lean-workers",
-        "1",
-        "--grace",
-        "5",
-        credentials=good,
-    ) as srv:
+    with running(tmp_path, *args, *ONE_ZYGOTE_EACH, "--grace", "5", credentials=good) as srv:
         request = make_request("ans = 4", convention="ans")
         reply = srv.stub().Execute(request, timeout=10)
         assert (reply.status, reply.answer) == (pb.STATUS_OK, "4")
