@@ -106,10 +106,11 @@ def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.Co
 
 
 def _reseed() -> None:
-    """A fresh interpreter seeds its generators from the OS; forked ones share the zygote's."""
-    import random
+    """A fresh interpreter seeds its generators from the OS; forked ones share the zygote's.
 
-    random.seed()
+    `random` reseeds itself in every forked child (its own `os.register_at_fork` hook);
+    numpy's legacy global generator does not.
+    """
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
         numpy_random.seed()

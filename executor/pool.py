@@ -37,7 +37,10 @@ BACKSTOP_GRACE_S = 5.0
 MAX_ATTEMPTS = 2
 """A task whose zygote died under it is retried once, then reported as crashed."""
 
-_IMPORT = re.compile(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
+_IMPORT = re.compile(
+    r"(?:^|;)[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([^\n#;]+))", re.M
+)
+"""`from a.b import c` gives "a.b"; `import a as x, b.c` gives "a as x, b.c"."""
 _ALWAYS_THERE = frozenset({"sys", "os", "time", "typing"})
 _ROOTS = {
     flavor: frozenset(m.partition(".")[0] for m in modules) | _ALWAYS_THERE
@@ -56,15 +59,16 @@ def flavor_for(program: str, prelude: str) -> str:
     if "__import__" in source or "importlib" in source:
         return "full"
     roots = {
-        name.strip().partition(".")[0]
+        (name.split() or [""])[0].partition(".")[0]
         for match in _IMPORT.finditer(source)
         for name in (match.group(1) or match.group(2)).split(",")
     }
     return next((f for f, known in _ROOTS.items() if roots <= known), "full")
 
 
-_HELPERS = {"lean": ("lean",), "numpy": ("numpy", "lean"), "full": ("full", "numpy", "lean")}
-"""Which queues each flavour of zygote serves, its own first."""
+_ORDER = tuple(FLAVORS)
+_HELPERS = {flavor: _ORDER[rank::-1] for rank, flavor in enumerate(_ORDER)}
+"""Which queues each flavour of zygote serves: its own first, then every smaller one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,7 @@ class PoolConfig:
     """How many zygotes of each kind, how they run, and where."""
 
     zygotes: int = max(1, os.cpu_count() or 1)
-    """Zygotes with numpy, sympy, mpmath and scipy's usual parts preloaded (default: CPU count)."""
+    """Zygotes with numpy, sympy and mpmath preloaded (default: CPU count)."""
     numpy_zygotes: int = max(1, os.cpu_count() or 1)
     """Zygotes with the standard library and numpy, for programs that import nothing else."""
     lean_zygotes: int = max(1, os.cpu_count() or 1)
@@ -170,9 +174,8 @@ class ZygotePool:
     def _route(self, needed: str) -> str:
         """The queue for a task: its flavour, else the next bigger one configured, else the
         biggest there is (any flavour runs any program; it only imports more itself)."""
-        configured = [flavor for flavor in FLAVORS if self._counts[flavor] > 0]
-        rank = list(FLAVORS).index(needed)
-        bigger = [flavor for flavor in configured if list(FLAVORS).index(flavor) >= rank]
+        configured = [flavor for flavor in _ORDER if self._counts[flavor] > 0]
+        bigger = [f for f in configured if _ORDER.index(f) >= _ORDER.index(needed)]
         return bigger[0] if bigger else configured[-1]
 
     async def start(self) -> None:

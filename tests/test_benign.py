@@ -262,6 +262,24 @@ def test_seeded_random_gives_the_same_answer_as_plain_python(ex: Executor) -> No
     assert_answer(run(ex, program), "[" + ", ".join(map(str, expected)) + "]")
 
 
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import random\nans = random.random()",
+        "import numpy as np\nans = float(np.random.random())",  # numpy zygote: loaded here
+        "import numpy as np, sympy\nans = float(np.random.random())",  # full: preloaded
+    ],
+    ids=["random", "numpy-zygote", "full-zygote"],
+)
+def test_unseeded_generators_differ_between_tasks_like_fresh_interpreters(
+    ex: Executor, program: str
+) -> None:
+    """Forked tasks must not replay the zygote's generator state."""
+    results = [run(ex, program) for _ in range(3)]
+    assert all(r.status == Status.OK for r in results), [show(r) for r in results]
+    assert len({r.answer for r in results}) == 3, [r.answer for r in results]
+
+
 def test_datetime_now_gives_the_current_date(ex: Executor) -> None:
     program = "from datetime import datetime\nans = datetime.now().date().isoformat()"
     result = run(ex, program)
