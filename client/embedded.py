@@ -111,6 +111,9 @@ class EmbeddedServer:
         except BaseException:
             self._finalizer()
             raise
+        # The server has read its token and written its port: nothing needs the files now,
+        # and an owner killed outright (no finalizer) must not leave the token on disk.
+        shutil.rmtree(workdir, ignore_errors=True)
         return target
 
 

@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 import trustme
 
@@ -246,6 +249,45 @@ async def test_async_client_with_embedded_server() -> None:
     async with AsyncSandboxClient(server_args=WORKERS) as aclient:
         results = await aclient.run_many(["print(1)", "print(2)"], convention="stdout")
         assert [r.answer for r in results] == ["1", "2"]
+
+
+OWNER = """
+import sys
+from potsandbox.client import SandboxClient
+
+client = SandboxClient(server_args=sys.argv[1:])
+print(client.run("ans = 6 * 7", convention="ans").answer, flush=True)
+sys.stdin.read()  # until the test kills this process outright
+"""
+
+
+def test_an_owner_killed_outright_leaves_no_server_and_no_files(tmp_path: Path) -> None:
+    """No finalizer runs on SIGKILL: the server must notice and stop, and no token stays."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, *WORKERS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
+    family: list[psutil.Process] = []
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline() == b"42\n"
+        family = psutil.Process(owner.pid).children(recursive=True)
+        assert family, "the embedded server should be the owner's child"
+        assert not list(tmp.glob("potsandbox-embedded-*")), "the token file outlived start-up"
+        owner.kill()
+        owner.wait(10)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, f"still running after the owner died: {alive}"
+        assert list(tmp.iterdir()) == []
+    finally:
+        for process in [owner, *family]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                process.kill()
+        owner.wait(10)
 
 
 # --- pickling and processes ----------------------------------------------------------------
