@@ -15,23 +15,23 @@ import pytest
 from potsandbox.executor import PoolConfig
 
 from throughput import (
-    HEAVY_S,
     ceiling_rate,
     cold_rate,
     gsm8k_programs,
+    light_programs,
     own_cpu_seconds,
     pool_rate,
     potsandbox_rate,
 )
 
 ROWS = gsm8k_programs()
-LIGHT = [r for r, cost in zip(ROWS, own_cpu_seconds(ROWS), strict=True) if cost < HEAVY_S]
+LIGHT = light_programs(ROWS, own_cpu_seconds(ROWS))
 """Without the few programs that compute for seconds (they alone bound the rate of ROWS)."""
 
 
-def _record(benchmark: Any, rate: float) -> None:
+def _record(benchmark: Any, rate: float, rows: list[dict[str, Any]] = ROWS) -> None:
     benchmark.extra_info["programs_per_second"] = round(rate, 1)
-    benchmark.extra_info["programs"] = len(ROWS)
+    benchmark.extra_info["programs"] = len(rows)
 
 
 @pytest.mark.parametrize("flavor", ["full", "numpy", "lean"])
@@ -55,8 +55,7 @@ def test_potsandbox_light_programs(benchmark: Any) -> None:
     rate = benchmark.pedantic(
         lambda: asyncio.run(potsandbox_rate(LIGHT, PoolConfig()))[0], rounds=3, iterations=1
     )
-    benchmark.extra_info["programs_per_second"] = round(rate, 1)
-    benchmark.extra_info["programs"] = len(LIGHT)
+    _record(benchmark, rate, LIGHT)
 
 
 def test_cold_subprocess_per_program(benchmark: Any) -> None:

@@ -88,7 +88,7 @@ def cold_rate(rows: list[dict[str, Any]]) -> float:
     """A fresh interpreter per program, two at a time."""
 
     def one(row: dict[str, Any]) -> None:
-        source = (row["prelude"] or "") + "\n" + row["program"]
+        source = _source(row)
         subprocess.run(
             [sys.executable, "-I", "-c", source], capture_output=True, timeout=30, check=False
         )
@@ -111,20 +111,30 @@ def _exec(source: str) -> str:
     return out.getvalue()
 
 
+def _source(row: dict[str, Any]) -> str:
+    """Prelude then program, as one script for the baselines that take a single source."""
+    return (row["prelude"] or "") + "\n" + row["program"]
+
+
+def light_programs(rows: list[dict[str, Any]], costs: list[float]) -> list[dict[str, Any]]:
+    """The rows whose own run costs less than HEAVY_S."""
+    return [r for r, cost in zip(rows, costs, strict=True) if cost < HEAVY_S]
+
+
 def own_cpu_seconds(rows: list[dict[str, Any]]) -> list[float]:
     """CPU each program spends on its own work in a warm interpreter (no isolation at all)."""
     _warm()
     costs = []
     for row in rows:
         started = time.process_time()
-        _exec((row["prelude"] or "") + "\n" + row["program"])
+        _exec(_source(row))
         costs.append(time.process_time() - started)
     return costs
 
 
 def pool_rate(rows: list[dict[str, Any]]) -> float:
     """Unisolated: two persistent workers exec() every program (state leaks between them)."""
-    sources = [(r["prelude"] or "") + "\n" + r["program"] for r in rows]
+    sources = [_source(r) for r in rows]
     with concurrent.futures.ProcessPoolExecutor(2, initializer=_warm) as pool:
         list(pool.map(_exec, sources[:50]))
         started = time.perf_counter()
@@ -159,7 +169,7 @@ def main() -> None:
     """Print one interleaved comparison (3 rounds) as JSON."""
     rows = gsm8k_programs()
     costs = own_cpu_seconds(rows)
-    light = [r for r, c in zip(rows, costs, strict=True) if c < HEAVY_S]
+    light = light_programs(rows, costs)
     cores = len(os.sched_getaffinity(0))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     ceilings = [f"ceiling_{flavor}" for flavor in FLAVORS]

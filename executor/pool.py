@@ -71,6 +71,16 @@ _HELPERS = {flavor: _ORDER[rank::-1] for rank, flavor in enumerate(_ORDER)}
 """Which queues each flavour of zygote serves: its own first, then every smaller one."""
 
 
+def _routes(counts: dict[str, int]) -> dict[str, str]:
+    """Queue per needed flavour: its own, else the next bigger one configured, else the
+    biggest there is (any flavour runs any program; it only imports more itself)."""
+    configured = [flavor for flavor in _ORDER if counts[flavor] > 0] or list(_ORDER)
+    return {
+        needed: next((f for f in configured if _ORDER.index(f) >= rank), configured[-1])
+        for rank, needed in enumerate(_ORDER)
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     """How many zygotes of each kind, how they run, and where."""
@@ -140,6 +150,11 @@ class ZygotePool:
             flavor: collections.deque() for flavor in FLAVORS
         }
         self._seq = itertools.count(1)
+        config = self.config
+        self._counts = {
+            "full": config.zygotes, "numpy": config.numpy_zygotes, "lean": config.lean_zygotes
+        }  # fmt: skip
+        self._routes = _routes(self._counts)
         self._workdir = ""
         self._closed = True
         self._spawning: set[asyncio.Task[None]] = set()
@@ -165,18 +180,6 @@ class ZygotePool:
     def zygote_count(self) -> int:
         """Zygotes of every flavour the pool keeps running."""
         return sum(self._counts.values())
-
-    @property
-    def _counts(self) -> dict[str, int]:
-        config = self.config
-        return {"full": config.zygotes, "numpy": config.numpy_zygotes, "lean": config.lean_zygotes}
-
-    def _route(self, needed: str) -> str:
-        """The queue for a task: its flavour, else the next bigger one configured, else the
-        biggest there is (any flavour runs any program; it only imports more itself)."""
-        configured = [flavor for flavor in _ORDER if self._counts[flavor] > 0]
-        bigger = [f for f in configured if _ORDER.index(f) >= _ORDER.index(needed)]
-        return bigger[0] if bigger else configured[-1]
 
     async def start(self) -> None:
         """Start every zygote and wait until each has preloaded and reported ready."""
@@ -215,7 +218,7 @@ class ZygotePool:
             convention=convention or Convention(),
             limits=limits or Limits(),
             task_id=task_id,
-            flavor=self._route(flavor_for(program, prelude)),
+            flavor=self._routes[flavor_for(program, prelude)],
             future=loop.create_future(),
         )
         self._queues[pending.flavor].append(pending)

@@ -69,13 +69,15 @@ statistics.mean([1, 2, 3])
 float(fractions.Fraction(3, 4))
 """
 
+WARM_UPS = {"lean": (), "numpy": (NUMPY_WARM_UP,), "full": (NUMPY_WARM_UP, SYMPY_WARM_UP)}
+"""What each flavour runs once after importing, to fill caches the tasks then share."""
+
 
 def preload(flavor: str) -> None:
     """Import and warm the shared modules of a flavour (a key of `FLAVORS`)."""
     for name in FLAVORS[flavor]:
         importlib.import_module(name)
-    warm_ups = {"lean": (), "numpy": (NUMPY_WARM_UP,), "full": (NUMPY_WARM_UP, SYMPY_WARM_UP)}
-    for warm_up in warm_ups[flavor]:
+    for warm_up in WARM_UPS[flavor]:
         exec(compile(warm_up, "<warm-up>", "exec"), {"__name__": "__warmup__"})
 
 
