@@ -1,8 +1,9 @@
 """The task process's containment: one ordered checklist, run right after fork.
 
-Order matters (nsjail's containProc is the model): session and descriptors first,
-then signals and rlimits, then privileges and Landlock, seccomp last, because the
-filter forbids the very calls the earlier steps make.
+Order matters (nsjail's containProc is the model): privileges first (no_new_privs and
+no capabilities, taken once by the zygote and inherited), then session and
+descriptors, rlimits, Landlock, and seccomp last, because the filter forbids the very
+calls the earlier steps make.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Sandbox:
     """The zygote's address-space size; the memory budget is added on top."""
     devnull: int
     """/dev/null, opened once by the zygote, becomes every task's stdin."""
+    orphan_signal: bool
+    """Ask for SIGKILL when the zygote dies. Not needed when the zygote is the init of
+    the task's pid namespace: the kernel then kills the whole namespace with it."""
+    close_ranges: tuple[tuple[int, int], ...]
+    """Descriptor ranges a task closes: all but 0-2, the result fd and the ruleset fd."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +66,50 @@ class Pipes:
     result: int
 
 
-def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> None:
-    """Apply every restriction in order; raise OSError naming the failed step."""
-    os.setsid()
-    call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
-    _wire_descriptors(pipes, sandbox.devnull, keep=_landlock_fd(sandbox))
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # dispositions are a fresh interpreter's
-    _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
-    os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
+def contain_zygote() -> None:
+    """The steps every task would repeat identically, taken once by the zygote.
+
+    Forked children inherit them: no_new_privs, no capabilities and the signal mask
+    (checked empty at the zygote's start). Every page a task's Python touches costs a
+    copy-on-write fault, so whatever need not be per task is not.
+    """
+    if signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+        raise OSError("the zygote started with blocked signals; tasks would inherit them")
     set_no_new_privs()
     _drop_capabilities()
+
+
+def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> None:
+    """Apply every per-task restriction in order; raise OSError naming the failed step.
+
+    Runs in a child of a zygote that went through `contain_zygote()`, so no_new_privs
+    (required by Landlock and seccomp) is already set and the capability sets are empty.
+    """
+    os.setsid()
+    if sandbox.orphan_signal:
+        call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
+    _wire_descriptors(pipes, sandbox.devnull, sandbox.close_ranges)
+    _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
+    os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
     if sandbox.landlock is not None:
         sandbox.landlock.restrict_self()
-        sandbox.landlock.close()
     if sandbox.seccomp is not None:
         sandbox.seccomp.install(os.getpid())
+
+
+def close_ranges(keep: int | None) -> tuple[tuple[int, int], ...]:
+    """The [low, high) ranges that leave only 0-2, RESULT_FD and `keep` open."""
+    kept = sorted({RESULT_FD} | ({keep} if keep is not None else set()))
+    ranges, low = [], 3
+    for fd in kept:
+        if fd > low:
+            ranges.append((low, fd))
+        low = max(low, fd + 1)
+    return (*ranges, (low, MAX_FD))
+
+
+MAX_FD = (1 << 31) - 1
+"""os.closerange's upper bound: one close_range() call, whatever the limit."""
 
 
 class _CapHeader(ctypes.Structure):
@@ -94,34 +129,14 @@ def _drop_capabilities() -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def _landlock_fd(sandbox: Sandbox) -> int | None:
-    return sandbox.landlock.fd if sandbox.landlock is not None else None
-
-
-def _wire_descriptors(pipes: Pipes, devnull: int, keep: int | None) -> None:
+def _wire_descriptors(pipes: Pipes, devnull: int, ranges: tuple[tuple[int, int], ...]) -> None:
     """stdin from /dev/null, stdout/stderr to the parent's pipes, the result fd high up."""
     os.dup2(devnull, 0)
     os.dup2(pipes.stdout, 1)
     os.dup2(pipes.stderr, 2)
-    os.dup2(pipes.result, RESULT_FD)
-    os.set_inheritable(RESULT_FD, False)
-    keep_fds = sorted({0, 1, 2, RESULT_FD} | ({keep} if keep is not None else set()))
-    low = 3
-    for fd in keep_fds:
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, RESULT_FD + 64)
-    _close_above(RESULT_FD + 64)
-
-
-def _close_above(low: int) -> None:
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        soft = 4096
-    if soft > low:
-        os.closerange(low, soft)
+    os.dup2(pipes.result, RESULT_FD, inheritable=False)
+    for low, high in ranges:
+        os.closerange(low, high)
 
 
 def _set_rlimits(*, cpu_s: float, memory_bytes: int) -> None:

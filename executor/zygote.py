@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from potsandbox.executor import bpf, channel, harness, namespaces, preload, verdict
-from potsandbox.executor.containment import RESULT_FD, Pipes, Sandbox, contain
+from potsandbox.executor.containment import (
+    RESULT_FD,
+    Pipes,
+    Sandbox,
+    close_ranges,
+    contain,
+    contain_zygote,
+)
 from potsandbox.executor.conventions import Kind
 from potsandbox.executor.result import Status
 
@@ -285,12 +292,6 @@ def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, 
     return stamps
 
 
-def _check_pristine_signals() -> None:
-    """Tasks inherit our dispositions as a fresh interpreter's; nothing may change them."""
-    if signal.pthread_sigmask(signal.SIG_BLOCK, ()):
-        raise SystemExit("zygote started with blocked signals")
-
-
 def _is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -324,7 +325,7 @@ def _memory_size() -> int:
     raise RuntimeError("VmSize missing from /proc/self/status")
 
 
-def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
+def _build_sandbox(workdir: str, unconfined: bool, pid_init: bool) -> tuple[Sandbox, list[str]]:
     layers: list[str] = []
     filter_ = _seccomp_filter()
     if filter_ is not None:
@@ -336,7 +337,15 @@ def _build_sandbox(workdir: str, unconfined: bool) -> tuple[Sandbox, list[str]]:
         raise SystemExit("refusing to start: neither seccomp nor Landlock is available")
     layers.extend(("no-capabilities", "rlimits"))
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    return Sandbox(filter_, ruleset, _memory_size() + HEADROOM_BYTES, devnull), layers
+    sandbox = Sandbox(
+        seccomp=filter_,
+        landlock=ruleset,
+        base_vm_bytes=_memory_size() + HEADROOM_BYTES,
+        devnull=devnull,
+        orphan_signal=not pid_init,
+        close_ranges=close_ranges(ruleset.fd if ruleset is not None else None),
+    )
+    return sandbox, layers
 
 
 def _seccomp_filter() -> bpf.SeccompFilter | None:
@@ -374,13 +383,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unconfined", action="store_true")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
-    _check_pristine_signals()
     layers = [] if args.no_namespaces else list(namespaces.enter())
     sys.argv = [""]  # what a program sees of its command line, as under `python -c`
     os.chdir(args.workdir)
     preload.preload(args.flavor)
-    sandbox, more = _build_sandbox(args.workdir, args.unconfined)
+    sandbox, more = _build_sandbox(args.workdir, args.unconfined, pid_init="pidns" in layers)
     layers.extend(more)
+    contain_zygote()
     for name in ("PYTHONMALLOC", "GLIBC_TUNABLES"):
         os.environ.pop(name, None)
     sys.stdout.flush()

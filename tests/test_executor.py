@@ -153,6 +153,30 @@ def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("namespaces", [True, False], ids=["pid-namespace", "no-namespaces"])
+def test_a_task_dies_with_its_zygote(namespaces: bool) -> None:
+    """No task outlives its zygote: the pid namespace's end, or else its death signal."""
+
+    async def scenario() -> None:
+        config = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1, namespaces=namespaces)
+        async with AsyncExecutor(config) as ex:
+            waiter = psutil.Process(ex.pool.zygotes[0].process.pid)
+            zygote = waiter.children()[0] if namespaces else waiter
+            before = set(zygote.children())
+            task = asyncio.ensure_future(ex.run("import time\ntime.sleep(30)"))
+            deadline = time.monotonic() + 5
+            while not set(zygote.children()) - before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            (child,) = set(zygote.children()) - before
+            zygote.kill()
+            gone, alive = psutil.wait_procs([child], timeout=5)
+            assert gone and not alive, "the task outlived its zygote"
+            result = await asyncio.wait_for(task, 30)  # retried on the replacement
+            assert result.status is Status.TIMEOUT, result
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_a_task_kills_its_process() -> None:
     async def scenario() -> None:
         async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
