@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import itertools
 import marshal
 import os
 import select
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from potsandbox.executor.landlock import Ruleset
 
 READ_CHUNK = 1 << 16
+WATCH_AFTER_S = 0.01
+"""A task still running after this long has its pipes read as they fill (output caps; no
+writer left blocked on a full pipe). A quicker task's pipes are read once, after its exit:
+most tasks never cost an epoll registration or a wake-up for their output."""
 RESULT_CAP = 1 << 20
 """A result frame larger than this is garbage, not an answer."""
 
@@ -61,6 +66,8 @@ class Task:
     killed_for: Status | None = None
     truncated: bool = False
     forked: float = 0.0
+    done: bool = False
+    """Reaped: its timers are void even if a later task reuses its descriptor numbers."""
 
 
 class Zygote:
@@ -68,8 +75,8 @@ class Zygote:
 
     Lean on purpose: every page this process writes after a fork is a copy-on-write
     fault while the task lives, so the loop keeps its per-task work and syscalls few
-    (no selector objects, blocking pipes read once per readiness, closed fds leave the
-    epoll set by themselves).
+    (no selector objects, pipes watched only for tasks that outlive WATCH_AFTER_S,
+    blocking pipes read once per readiness, closed fds leave the epoll set by themselves).
     """
 
     def __init__(self, sock: socket.socket, sandbox: Sandbox) -> None:
@@ -78,7 +85,8 @@ class Zygote:
         self.epoll = select.epoll()
         self.roles: dict[int, tuple[str, Task | None]] = {sock.fileno(): ("driver", None)}
         self.tasks: dict[int, Task] = {}
-        self.deadlines: list[tuple[float, int]] = []
+        self.timers: list[tuple[float, int, str, Task]] = []
+        self.serial = itertools.count()
         self.reader = channel.FrameReader()
         self.epoll.register(sock.fileno(), select.EPOLLIN)
 
@@ -107,15 +115,32 @@ class Zygote:
                 self._finish(task)
             else:
                 self._on_pipe(task, fd, role)
-        self._enforce_deadlines()
+        self._fire_timers()
         return True
 
     def _timeout(self) -> float:
-        while self.deadlines and self.deadlines[0][1] not in self.tasks:
-            heapq.heappop(self.deadlines)
-        if not self.deadlines:
+        while self.timers and self.timers[0][3].done:
+            heapq.heappop(self.timers)
+        if not self.timers:
             return -1
-        return max(0.0, self.deadlines[0][0] - time.monotonic())
+        return max(0.0, self.timers[0][0] - time.monotonic())
+
+    def _at(self, when: float, kind: str, task: Task) -> None:
+        heapq.heappush(self.timers, (when, next(self.serial), kind, task))
+
+    def _fire_timers(self) -> None:
+        """Start reading the pipes of tasks still running; kill those past their deadline."""
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, kind, task = heapq.heappop(self.timers)
+            if task.done:
+                continue
+            if kind == "watch":
+                for fd, role in task.fds.items():
+                    self._watch(fd, role, task)
+            elif task.killed_for is None:
+                task.killed_for = Status.TIMEOUT
+                _kill(task)
 
     def _watch(self, fd: int, role: str, task: Task) -> None:
         self.roles[fd] = (role, task)
@@ -123,7 +148,7 @@ class Zygote:
 
     def _forget(self, fd: int) -> None:
         """Close `fd`; the kernel drops it from the epoll set with its last reference."""
-        del self.roles[fd]
+        self.roles.pop(fd, None)
         os.close(fd)
 
     def _on_driver(self) -> bool:
@@ -171,12 +196,11 @@ class Zygote:
             os.close(fd)
         pidfd = os.pidfd_open(pid)
         task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {}, forked=forked)
-        for fd, role in ((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")):
-            task.fds[fd] = role
-            self._watch(fd, role, task)
+        task.fds.update(((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")))
         self._watch(pidfd, "exit", task)
         self.tasks[pidfd] = task
-        heapq.heappush(self.deadlines, (task.deadline, pidfd))
+        self._at(started + WATCH_AFTER_S, "watch", task)
+        self._at(task.deadline, "deadline", task)
 
     def _on_pipe(self, task: Task, fd: int, role: str) -> None:
         """One read per readiness: the pipe is blocking, and epoll says it has data or EOF."""
@@ -205,24 +229,15 @@ class Zygote:
         task.truncated = task.truncated or role != "result"
         _kill(task)
 
-    def _enforce_deadlines(self) -> None:
-        now = time.monotonic()
-        while self.deadlines and self.deadlines[0][0] <= now:
-            _, pidfd = heapq.heappop(self.deadlines)
-            task = self.tasks.get(pidfd)
-            if task is not None and task.killed_for is None:
-                task.killed_for = Status.TIMEOUT
-                _kill(task)
-
     def _finish(self, task: Task) -> None:
         """The task exited: read its pipes to the end (no writer is left), reap, report."""
         ended = time.monotonic()
         for fd, role in task.fds.items():
-            while self._take(task, role, os.read(fd, READ_CHUNK)):
-                pass
+            self._drain(task, fd, role)
             self._forget(fd)
         self._forget(task.pidfd)
         del self.tasks[task.pidfd]
+        task.done = True
         drained = time.monotonic()
         _, status, usage = os.wait4(task.pid, 0)
         spec = task.spec
@@ -246,6 +261,13 @@ class Zygote:
         if spec.get("trace"):
             fields["trace"] = _trace(task, observation.frame, ended, drained)
         self.sock.sendall(channel.encode({"op": "result", "id": spec["id"], **fields}))
+
+    def _drain(self, task: Task, fd: int, role: str) -> None:
+        """Read a pipe whose writer is gone: a short read has emptied it for good."""
+        while True:
+            chunk = os.read(fd, READ_CHUNK)
+            if not self._take(task, role, chunk) or len(chunk) < READ_CHUNK:
+                return
 
 
 def _kill(task: Task) -> None:

@@ -177,6 +177,34 @@ def test_a_task_dies_with_its_zygote(namespaces: bool) -> None:
     asyncio.run(scenario())
 
 
+def test_a_finished_tasks_deadline_never_cuts_a_later_task() -> None:
+    """A later task reuses a finished task's descriptor numbers; only its own deadline rules.
+
+    A long task keeps the earliest deadline in force while quick tasks come and go, so the
+    quick tasks' passed deadlines are still pending when the last task reuses their numbers.
+    """
+
+    async def scenario() -> None:
+        ans = Convention.parse("ans")
+        one = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1, slots=2, max_in_flight=2)
+        async with AsyncExecutor(one) as ex:
+            holder = asyncio.ensure_future(
+                ex.run("import time\ntime.sleep(1.0)\nans = 0", convention=ans,
+                       limits=Limits(timeout_s=1.2))
+            )  # fmt: skip
+            await asyncio.sleep(0.2)
+            for _ in range(5):
+                quick = await ex.run("ans = 1", convention=ans, limits=Limits(timeout_s=1.4))
+                assert quick.status is Status.OK
+            slow = await ex.run(
+                "import time\ntime.sleep(1.5)\nans = 2", convention=ans, limits=Limits(timeout_s=5)
+            )
+            assert slow.status is Status.OK and slow.answer == "2", slow
+            assert (await holder).status is Status.OK
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_a_task_kills_its_process() -> None:
     async def scenario() -> None:
         async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
