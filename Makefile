@@ -35,7 +35,7 @@ lint: install
 check: test
 
 bench: install
-	$(BIN)/pytest bench --benchmark-enable -p no:randomly -s
+	$(BIN)/pytest bench -o addopts=-ra --benchmark-enable -p no:randomly -s
 
 proto: install
 	$(BIN)/python scripts/gen_proto.py

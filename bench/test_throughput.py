@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from potsandbox.executor import PoolConfig
+from potsandbox.executor.pool import flavor_for
 
 from throughput import (
+    LEAN_ONLY,
     ceiling_rate,
     cold_rate,
+    floor_rates,
     gsm8k_programs,
     light_programs,
     own_cpu_seconds,
@@ -27,6 +30,8 @@ from throughput import (
 ROWS = gsm8k_programs()
 LIGHT = light_programs(ROWS, own_cpu_seconds(ROWS))
 """Without the few programs that compute for seconds (they alone bound the rate of ROWS)."""
+LEAN = [r for r in LIGHT if flavor_for(r["program"], r["prelude"] or "") == "lean"]
+"""The light programs that need only the standard library (the floor runs no other)."""
 
 
 def _record(benchmark: Any, rate: float, rows: list[dict[str, Any]] = ROWS) -> None:
@@ -56,6 +61,20 @@ def test_potsandbox_light_programs(benchmark: Any) -> None:
         lambda: asyncio.run(potsandbox_rate(LIGHT, PoolConfig()))[0], rounds=3, iterations=1
     )
     _record(benchmark, rate, LIGHT)
+
+
+def test_potsandbox_lean_programs(benchmark: Any) -> None:
+    rate = benchmark.pedantic(
+        lambda: asyncio.run(potsandbox_rate(LEAN, LEAN_ONLY))[0], rounds=3, iterations=1
+    )
+    _record(benchmark, rate, LEAN)
+
+
+def test_floor_fork_exec_seccomp(benchmark: Any) -> None:
+    """bare / exec / seccomp rates of the floor; the benchmark's time is one round of all."""
+    rates = benchmark.pedantic(lambda: floor_rates(LEAN), rounds=3, iterations=1)
+    benchmark.extra_info.update({f"{mode}_per_second": round(r, 1) for mode, r in rates.items()})
+    benchmark.extra_info["programs"] = len(LEAN)
 
 
 def test_cold_subprocess_per_program(benchmark: Any) -> None:

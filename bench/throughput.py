@@ -4,7 +4,9 @@ Configurations, interleaved round by round so machine noise hits all of them ali
 - ceiling: bare fork + exit + reap loops in the same zygotes (nothing else);
 - potsandbox: the Executor with its default isolation on real GSM8K programs;
 - cold: a fresh `python3 -I` subprocess per program, 2 at a time;
-- pool: an unisolated persistent process pool that exec()s programs in reused workers.
+- pool: an unisolated persistent process pool that exec()s programs in reused workers;
+- floor (bench/floor.py): fork + exec only, with and without the syscall filter, on the
+  programs that need only the standard library, against a bare fork of the same process.
 
 The programs' own work is measured too (each exec()'d once in this process): it
 bounds what any executor can reach on this many cores, and two GSM8K programs spend
@@ -27,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from floor import MODES as FLOOR_MODES
+
 from potsandbox.executor import AsyncExecutor, Convention, Limits, PoolConfig
 from potsandbox.executor.pool import flavor_for
 from potsandbox.executor.preload import FLAVORS
@@ -36,6 +40,8 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "pot_public.jsonl"
 SAMPLE = ROOT / "examples" / "data" / "pot_sample.jsonl"
 LIMITS = Limits(timeout_s=5.0, memory_mb=4096)
 HEAVY_S = 0.05
+"""A program whose own run (exec in a warm interpreter) takes longer than this is heavy."""
+LEAN_ONLY = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=2)
 """A program whose own run (exec in a warm interpreter) takes longer than this is heavy."""
 
 
@@ -82,6 +88,20 @@ async def ceiling_rate(count: int, flavor: str) -> float:
     async with AsyncExecutor(config) as executor:
         await executor.pool.fork_rate(count // 4, flavor)
         return await executor.pool.fork_rate(count, flavor)
+
+
+def floor_rates(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """bench/floor.py over `rows`, one round, in a fresh interpreter: bare, exec, seccomp."""
+    done = subprocess.run(
+        [sys.executable, "-I", str(Path(__file__).with_name("floor.py")), "1"],
+        input=json.dumps([_source(r) for r in rows]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    rates: dict[str, float] = json.loads(done.stdout)
+    return rates
 
 
 def cold_rate(rows: list[dict[str, Any]]) -> float:
@@ -172,8 +192,11 @@ def main() -> None:
     light = light_programs(rows, costs)
     cores = len(os.sched_getaffinity(0))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    lean = [r for r in light if flavor_for(r["program"], r["prelude"] or "") == "lean"]
     ceilings = [f"ceiling_{flavor}" for flavor in FLAVORS]
-    names = (*ceilings, "potsandbox_all", "potsandbox_light", "cold", "pool_all", "pool_light")
+    floors = [f"floor_{mode}" for mode in FLOOR_MODES]
+    names = (*ceilings, "potsandbox_all", "potsandbox_light", "potsandbox_lean", *floors)
+    names += ("cold", "pool_all", "pool_light")
     figures: dict[str, list[float]] = {k: [] for k in names}
     traces: list[dict[str, float]] = []
     for _ in range(rounds):
@@ -183,6 +206,9 @@ def main() -> None:
         rate, round_traces = asyncio.run(potsandbox_rate(light, PoolConfig(trace=True)))
         figures["potsandbox_light"].append(rate)
         traces.extend(round_traces)
+        figures["potsandbox_lean"].append(asyncio.run(potsandbox_rate(lean, LEAN_ONLY))[0])
+        for mode, rate in floor_rates(lean).items():
+            figures[f"floor_{mode}"].append(rate)
         figures["cold"].append(cold_rate(light[:100]))
         figures["pool_all"].append(pool_rate(rows))
         figures["pool_light"].append(pool_rate(light))
@@ -204,6 +230,11 @@ def main() -> None:
                 "flavors_light": dict(shares),
                 "ceiling_mixed": round(mixed_ceiling, 1),
                 "light_vs_mixed_ceiling": round(medians["potsandbox_light"] / mixed_ceiling, 3),
+                "lean_programs": len(lean),
+                "lean_vs_ceiling": {
+                    k: round(medians[k] / medians["ceiling_lean"], 3)
+                    for k in ("potsandbox_lean", *floors)
+                },
                 "all": figures,
                 "breakdown_us": breakdown(traces),
             },
