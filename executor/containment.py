@@ -3,7 +3,9 @@
 Order matters (nsjail's containProc is the model): privileges first (no_new_privs and
 no capabilities, taken once by the zygote and inherited), then session and
 descriptors, rlimits, Landlock, and seccomp last, because the filter forbids the very
-calls the earlier steps make.
+calls the earlier steps make. A spare is contained before its task exists; the two
+limits a request chooses (CPU and memory) are then set on it from outside, by the
+zygote (`limit`), before the spare may read its spec.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _libc_syscall = ctypes.CDLL(None, use_errno=True).syscall
 
 RESULT_FD = 1000
 """The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
+SPEC_FD = 1001
+"""Where a contained spare waits for its spec; closed once read, before the program runs."""
 
 NOFILE = 64
 NPROC = 512
@@ -54,16 +58,18 @@ class Sandbox:
     """Ask for SIGKILL when the zygote dies. Not needed when the zygote is the init of
     the task's pid namespace: the kernel then kills the whole namespace with it."""
     close_ranges: tuple[tuple[int, int], ...]
-    """Descriptor ranges a task closes: all but 0-2, the result fd and the ruleset fd."""
+    """Descriptor ranges a task closes: all but 0-2, the result and spec fds, the ruleset fd."""
 
 
 @dataclass(frozen=True, slots=True)
 class Pipes:
-    """Write ends the task process keeps; everything else is closed."""
+    """The ends the task process keeps; everything else is closed."""
 
     stdout: int
     stderr: int
     result: int
+    spec: int
+    """Read end of the pipe its spec arrives on."""
 
 
 def contain_zygote() -> None:
@@ -79,17 +85,18 @@ def contain_zygote() -> None:
     _drop_capabilities()
 
 
-def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> None:
-    """Apply every per-task restriction in order; raise OSError naming the failed step.
+def contain(sandbox: Sandbox, pipes: Pipes) -> None:
+    """Apply every restriction that does not depend on the task, in order.
 
-    Runs in a child of a zygote that went through `contain_zygote()`, so no_new_privs
+    Runs in a spare whose ancestor went through `contain_zygote()`, so no_new_privs
     (required by Landlock and seccomp) is already set and the capability sets are empty.
+    Raises OSError naming the failed step.
     """
     os.setsid()
     if sandbox.orphan_signal:
         call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
     _wire_descriptors(pipes, sandbox.devnull, sandbox.close_ranges)
-    _set_rlimits(cpu_s=cpu_s, memory_bytes=sandbox.base_vm_bytes + (memory_mb << 20))
+    _set_rlimits(FIXED_LIMITS)
     os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
     if sandbox.landlock is not None:
         sandbox.landlock.restrict_self()
@@ -97,9 +104,21 @@ def contain(sandbox: Sandbox, pipes: Pipes, *, cpu_s: float, memory_mb: int) -> 
         sandbox.seccomp.install(os.getpid())
 
 
+def limit(pid: int, sandbox: Sandbox, *, cpu_s: float, memory_mb: int) -> None:
+    """Set the task's CPU and memory limits on spare `pid` (soft == hard: it can't raise them).
+
+    Called by the zygote before it hands the spec over: lowering another process's
+    limits needs no capability, only the same user.
+    """
+    memory = sandbox.base_vm_bytes + (memory_mb << 20)
+    cpu = max(1, int(cpu_s + 0.999))
+    resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+    resource.prlimit(pid, resource.RLIMIT_AS, (memory, memory))
+
+
 def close_ranges(keep: int | None) -> tuple[tuple[int, int], ...]:
-    """The [low, high) ranges that leave only 0-2, RESULT_FD and `keep` open."""
-    kept = sorted({RESULT_FD} | ({keep} if keep is not None else set()))
+    """The [low, high) ranges that leave only 0-2, RESULT_FD, SPEC_FD and `keep` open."""
+    kept = sorted({RESULT_FD, SPEC_FD} | ({keep} if keep is not None else set()))
     ranges, low = [], 3
     for fd in kept:
         if fd > low:
@@ -135,24 +154,25 @@ def _wire_descriptors(pipes: Pipes, devnull: int, ranges: tuple[tuple[int, int],
     os.dup2(pipes.stdout, 1)
     os.dup2(pipes.stderr, 2)
     os.dup2(pipes.result, RESULT_FD, inheritable=False)
+    os.dup2(pipes.spec, SPEC_FD, inheritable=False)
     for low, high in ranges:
         os.closerange(low, high)
 
 
-def _set_rlimits(*, cpu_s: float, memory_bytes: int) -> None:
+FIXED_LIMITS = (
+    (resource.RLIMIT_FSIZE, 0),
+    (resource.RLIMIT_NOFILE, NOFILE),
+    (resource.RLIMIT_NPROC, NPROC),
+    (resource.RLIMIT_CORE, 0),
+    (resource.RLIMIT_MEMLOCK, 0),
+    (resource.RLIMIT_STACK, STACK_BYTES),
+    (resource.RLIMIT_MSGQUEUE, 0),
+    (resource.RLIMIT_RTPRIO, 0),
+)
+"""The same for every task; CPU and address space are per request (`limit`)."""
+
+
+def _set_rlimits(limits: tuple[tuple[int, int], ...]) -> None:
     """Soft == hard everywhere, so the program cannot raise any of them back."""
-    cpu = max(1, int(cpu_s + 0.999))
-    limits = (
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_AS, memory_bytes),
-        (resource.RLIMIT_FSIZE, 0),
-        (resource.RLIMIT_NOFILE, NOFILE),
-        (resource.RLIMIT_NPROC, NPROC),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_MEMLOCK, 0),
-        (resource.RLIMIT_STACK, STACK_BYTES),
-        (resource.RLIMIT_MSGQUEUE, 0),
-        (resource.RLIMIT_RTPRIO, 0),
-    )
     for which, value in limits:
         resource.setrlimit(which, (value, value))

@@ -9,6 +9,7 @@ at the deadline or the output cap, reaps it and sends the verdict back.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import heapq
 import itertools
@@ -20,16 +21,18 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from potsandbox.executor import bpf, channel, harness, namespaces, preload, verdict
+from potsandbox.executor import bpf, channel, harness, namespaces, preload, spares, verdict
 from potsandbox.executor.containment import (
     RESULT_FD,
+    SPEC_FD,
     Pipes,
     Sandbox,
     close_ranges,
     contain,
     contain_zygote,
+    limit,
 )
 from potsandbox.executor.conventions import Kind
 from potsandbox.executor.result import Status
@@ -65,7 +68,6 @@ class Task:
     )
     killed_for: Status | None = None
     truncated: bool = False
-    forked: float = 0.0
     done: bool = False
     """Reaped: its timers are void even if a later task reuses its descriptor numbers."""
 
@@ -79,7 +81,7 @@ class Zygote:
     blocking pipes read once per readiness, closed fds leave the epoll set by themselves).
     """
 
-    def __init__(self, sock: socket.socket, sandbox: Sandbox) -> None:
+    def __init__(self, sock: socket.socket, sandbox: Sandbox, fork_server: socket.socket) -> None:
         self.sock = sock
         self.sandbox = sandbox
         self.epoll = select.epoll()
@@ -89,6 +91,13 @@ class Zygote:
         self.serial = itertools.count()
         self.reader = channel.FrameReader()
         self.epoll.register(sock.fileno(), select.EPOLLIN)
+        self.fork_server = fork_server
+        self.stock: list[spares.Spare] = []
+        self.waiting: collections.deque[dict[str, Any]] = collections.deque()
+        self.requested = False
+        self.roles[fork_server.fileno()] = ("spares", None)
+        self.epoll.register(fork_server.fileno(), select.EPOLLIN)
+        self._restock()
 
     def serve(self) -> None:
         """Run until the driver closes the socket, then kill whatever is left."""
@@ -98,6 +107,8 @@ class Zygote:
         finally:
             for task in list(self.tasks.values()):
                 _kill(task)
+            for spare in self.stock:
+                spares.discard(spare)
             self.epoll.close()
 
     def _step(self) -> bool:
@@ -108,6 +119,9 @@ class Zygote:
             role, task = binding
             if role == "driver":
                 if not self._on_driver():
+                    return False
+            elif role == "spares":
+                if not self._on_spares():
                     return False
             elif task is None:
                 continue
@@ -184,19 +198,45 @@ class Zygote:
                 _kill(task)
 
     def _start(self, spec: dict[str, Any]) -> None:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        res_r, res_w = os.pipe2(os.O_CLOEXEC)
-        started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            _run_child(self.sandbox, spec, Pipes(out_w, err_w, res_w))
-        forked = time.monotonic()
-        for fd in (out_w, err_w, res_w):
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)
-        task = Task(spec, pid, pidfd, started, started + spec["timeout_s"], {}, forked=forked)
-        task.fds.update(((out_r, "stdout"), (err_r, "stderr"), (res_r, "result")))
+        self.waiting.append(spec)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand waiting specs to spares; ask for the next batch before the stock runs out."""
+        while self.waiting and self.stock:
+            spare, spec = self.stock.pop(), self.waiting[0]
+            started = time.monotonic()
+            try:
+                limit(spare.pid, self.sandbox, cpu_s=spec["cpu_s"], memory_mb=spec["memory_mb"])
+                spares.hand_over(spare, spec)
+            except OSError as exc:  # the spare died before its task: take the next one
+                _log(f"spare {spare.pid} lost: {exc}")
+                spares.discard(spare)
+                os.waitpid(spare.pid, 0)
+                continue
+            self._track(self.waiting.popleft(), spare, started)
+        self._restock()
+
+    def _restock(self) -> None:
+        if len(self.stock) <= spares.LOW_WATER and not self.requested:
+            spares.request(self.fork_server)
+            self.requested = True
+
+    def _on_spares(self) -> bool:
+        batch = spares.receive(self.fork_server)
+        if batch is None:
+            _log("the fork server is gone")
+            return False
+        self.stock.extend(batch)
+        self.requested = False
+        self._dispatch()
+        return True
+
+    def _track(self, spec: dict[str, Any], spare: spares.Spare, started: float) -> None:
+        """Watch a running task: its exit, its deadline and, if it runs long, its pipes."""
+        pidfd = os.pidfd_open(spare.pid)
+        task = Task(spec, spare.pid, pidfd, started, started + spec["timeout_s"], {})
+        task.fds.update(zip(spare.pipes, ("stdout", "stderr", "result"), strict=True))
         self._watch(pidfd, "exit", task)
         self.tasks[pidfd] = task
         self._at(started + WATCH_AFTER_S, "watch", task)
@@ -275,21 +315,26 @@ def _kill(task: Task) -> None:
         signal.pidfd_send_signal(task.pidfd, signal.SIGKILL)
 
 
-def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
-    """The task process: contain, run, report, exit. Never returns into the zygote."""
+def _run_spare(sandbox: Sandbox, pipes: Pipes) -> NoReturn:
+    """A spare's life: contain, wait for the spec, run it, report, exit. Never returns.
+
+    Containment comes first, before any task exists; a failure is reported as the
+    result of whichever task the spare is then given.
+    """
     try:
-        entered = time.monotonic()
-        try:
-            contain(sandbox, pipes, cpu_s=spec["cpu_s"], memory_mb=spec["memory_mb"])
-        except BaseException as exc:
+        failure = _contained(sandbox, pipes)
+        spec = spares.read_spec(SPEC_FD if _is_open(SPEC_FD) else pipes.spec)
+        if spec is None:
+            os._exit(0)  # discarded unused
+        started = time.monotonic()
+        if failure is not None:
             result_fd = RESULT_FD if _is_open(RESULT_FD) else pipes.result
-            harness.write_frame(result_fd, {"kind": "internal", "message": f"containment: {exc}"})
+            harness.write_frame(result_fd, {"kind": "internal", "message": failure})
             os._exit(0)
         os.write(RESULT_FD, channel.CONTAINED)
-        contained = time.monotonic()
         frame = harness.run(spec["program"], spec["prelude"], Kind(spec["kind"]), spec["name"])
         if spec.get("trace"):
-            frame["trace"] = (entered, contained, time.monotonic())
+            frame["trace"] = (started, time.monotonic())
         harness.write_frame(RESULT_FD, frame)
         os._exit(0)
     except MemoryError:
@@ -299,6 +344,15 @@ def _run_child(sandbox: Sandbox, spec: dict[str, Any], pipes: Pipes) -> None:
         os._exit(70)
 
 
+def _contained(sandbox: Sandbox, pipes: Pipes) -> str | None:
+    """Contain this process; the failure's description, or None."""
+    try:
+        contain(sandbox, pipes)
+    except BaseException as exc:
+        return f"containment: {exc}"
+    return None
+
+
 def _log(message: str) -> None:
     sys.stderr.write(f'{{"event": "zygote", "pid": {os.getpid()}, "message": "{message}"}}\n')
     sys.stderr.flush()
@@ -306,11 +360,11 @@ def _log(message: str) -> None:
 
 def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, float]:
     """Benchmark timestamps (CLOCK_MONOTONIC): the zygote's own and, untrusted, the child's."""
-    stamps = {"fork_called": task.started, "fork_returned": task.forked, "exit_seen": ended}
+    stamps = {"handed_over": task.started, "exit_seen": ended}
     stamps |= {"drained": drained, "reaped": time.monotonic()}
     with contextlib.suppress(Exception):
-        entered, contained, ran = marshal.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
-        stamps |= {"child_entered": entered, "contained": contained, "ran": ran}
+        spec_read, ran = marshal.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
+        stamps |= {"spec_read": spec_read, "ran": ran}
     return stamps
 
 
@@ -416,9 +470,14 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.pop(name, None)
     sys.stdout.flush()
     preload.freeze()
+    if not spares.available():
+        raise SystemExit(f"refusing to start: no clone syscall number for {os.uname().machine}")
+    fork_server = spares.start_fork_server(
+        lambda pipes: _run_spare(sandbox, pipes), close=(sock.fileno(),)
+    )
     ready = {"op": "ready", "pid": os.getpid(), "layers": layers, "flavor": args.flavor}
     sock.sendall(channel.encode(ready))
-    Zygote(sock, sandbox).serve()
+    Zygote(sock, sandbox, fork_server).serve()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,203 @@
+"""Spare task processes, forked ahead of time by a fork server that never sees task data.
+
+A task process is a copy of the process that forked it. When that process is the
+zygote, the copy carries whatever the zygote's heap holds at that moment: earlier
+tasks' programs, outputs and answers, freed but not erased, readable by any program
+that scans its own memory. So tasks are not forked by the zygote. At start, before
+its first task, the zygote forks a fork server; from then on only the fork server
+forks, and it only ever handles counts, pids and descriptor numbers. Its copies, the
+spares, hold nothing of anybody: each waits on a pipe for the one spec it will run.
+
+The fork server clones with CLONE_PARENT, so every spare is the zygote's own child:
+the zygote keeps the wait status, the rusage and the pidfd, exactly as if it had
+forked the task itself, and no message per task crosses to the fork server. Spares
+come in batches, so the zygote's bookkeeping between them costs no copy-on-write
+faults (it no longer forks) and the fork is off the task's critical path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import marshal
+import os
+import platform
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from potsandbox.executor.containment import Pipes
+
+BATCH = 4
+"""Spares the fork server makes per request."""
+LOW_WATER = 1
+"""The zygote asks for a new batch when its stock falls to this many."""
+SPEC_CHUNK = 1 << 16
+
+_CLONE_PARENT = 0x00008000
+_SIGCHLD = 17
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+
+_raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
+"""PyDLL keeps the GIL across the call: the clone happens with the interpreter's state
+exactly as os.fork() leaves it, held by the one thread that continues in the copy."""
+_raw_syscall.restype = ctypes.c_long
+
+
+@dataclass(slots=True)
+class Spare:
+    """A pre-forked task process, as the zygote sees it: its pid and its pipes' far ends."""
+
+    pid: int
+    stdout: int
+    stderr: int
+    result: int
+    spec: int
+    """Write end of the pipe the spare waits on; closing it unused makes the spare exit."""
+
+    @property
+    def pipes(self) -> tuple[int, int, int]:
+        """Read ends of the spare's stdout, stderr and result pipes."""
+        return self.stdout, self.stderr, self.result
+
+
+class SpareError(OSError):
+    """A spare could not take its task (it died before reading its spec)."""
+
+
+def available() -> bool:
+    """Whether this machine's clone syscall number is known."""
+    return _SYS_CLONE is not None
+
+
+def start_fork_server(
+    task: Callable[[Pipes], NoReturn], *, close: tuple[int, ...] = ()
+) -> socket.socket:
+    """Fork the fork server now, while this process has seen no task; return its socket.
+
+    `task` is a spare's life: contain, `read_spec(...)`, run, exit. The fork server
+    keeps every descriptor it inherits except `close` and the caller's end of the
+    socket, so the caller must not have opened anything task-related yet.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        for fd in close:
+            os.close(fd)
+        _serve(theirs, task)
+    theirs.close()
+    return ours
+
+
+def request(server: socket.socket, count: int = BATCH) -> None:
+    """Ask for `count` more spares; they arrive later as one message (see `receive`)."""
+    server.send(bytes((count,)))
+
+
+def receive(server: socket.socket) -> list[Spare] | None:
+    """The spares of one batch, or None once the fork server is gone."""
+    message, fds, _, _ = socket.recv_fds(server, 1 << 12, 4 * 255)
+    if not message:
+        return None
+    pids: list[int] = marshal.loads(message)
+    return [Spare(pid, *fds[4 * i : 4 * i + 4]) for i, pid in enumerate(pids)]
+
+
+def hand_over(spare: Spare, spec: dict[str, Any]) -> None:
+    """Give the spare its task; the pipe's end of file tells it the spec is complete.
+
+    Raises:
+        SpareError: the spare is gone (its read end is closed); `discard` it.
+    """
+    view = memoryview(marshal.dumps(spec))
+    try:
+        while view:
+            view = view[os.write(spare.spec, view) :]
+    except BrokenPipeError as exc:
+        raise SpareError(f"spare {spare.pid} exited before its task") from exc
+    os.close(spare.spec)
+
+
+def read_spec(fd: int) -> dict[str, Any] | None:
+    """In the spare: the spec, once the zygote has written it all; None if discarded unused."""
+    chunks = []
+    while chunk := os.read(fd, SPEC_CHUNK):
+        chunks.append(chunk)
+    os.close(fd)
+    return marshal.loads(b"".join(chunks)) if chunks else None
+
+
+def discard(spare: Spare) -> None:
+    """Release an unused spare: it reads end of file and exits; the caller reaps it."""
+    for fd in (spare.spec, spare.stdout, spare.stderr, spare.result):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
+    """The fork server's loop: a count in, that many spares out, until the socket closes."""
+    try:
+        while data := sock.recv(16):
+            _send_batch(sock, data[-1], task)
+    finally:
+        os._exit(0)
+
+
+def _send_batch(sock: socket.socket, count: int, task: Callable[[Pipes], NoReturn]) -> None:
+    pids: list[int] = []
+    fds: list[int] = []
+    for _ in range(count):
+        pid, ends = _clone_spare(sock, task)
+        pids.append(pid)
+        fds.extend(ends)
+    try:
+        socket.send_fds(sock, [marshal.dumps(pids)], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _clone_spare(
+    sock: socket.socket, task: Callable[[Pipes], NoReturn]
+) -> tuple[int, tuple[int, int, int, int]]:
+    """One spare, a child of our parent; returns its pid and the ends the zygote keeps."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    res_r, res_w = os.pipe2(os.O_CLOEXEC)
+    spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
+    pid = _clone_parent()
+    if pid == 0:
+        try:
+            for fd in (out_r, err_r, res_r, spec_w, sock.fileno()):
+                os.close(fd)
+            _after_clone()
+            task(Pipes(out_w, err_w, res_w, spec_r))
+        finally:
+            os._exit(70)
+    for fd in (out_w, err_w, res_w, spec_r):
+        os.close(fd)
+    return pid, (out_r, err_r, res_r, spec_w)
+
+
+def _clone_parent() -> int:
+    """fork() whose child is our parent's: clone(CLONE_PARENT | SIGCHLD)."""
+    pid = _raw_syscall(_SYS_CLONE, _CLONE_PARENT | _SIGCHLD, 0, 0, 0, 0)
+    if pid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"clone(CLONE_PARENT): {os.strerror(err)}")
+    return int(pid)
+
+
+def _after_clone() -> None:
+    """The one at-fork effect a program can observe: `random` reseeds itself in a child.
+
+    os.fork() runs the interpreter's after-fork hooks; a raw clone does not. The other
+    hooks restore locks and thread state that only matter with other threads, and the
+    fork server has none.
+    """
+    random = sys.modules.get("random")
+    if random is not None:
+        random.seed()
