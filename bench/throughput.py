@@ -165,16 +165,14 @@ def pool_rate(rows: list[dict[str, Any]]) -> float:
 def breakdown(traces: list[dict[str, float]]) -> dict[str, float]:
     """Median microseconds of each step of a task, from the zygote's and child's clocks."""
     steps = {
-        "fork() call in the zygote": ("fork_called", "fork_returned"),
-        "fork called -> child runs": ("fork_called", "child_entered"),
-        "containment": ("child_entered", "contained"),
-        "run program + answer": ("contained", "ran"),
+        "spec handed to a contained spare -> spare has read it": ("handed_over", "spec_read"),
+        "run program + answer": ("spec_read", "ran"),
         "result -> zygote sees exit": ("ran", "exit_seen"),
         "drain pipes": ("exit_seen", "drained"),
         "reap (wait4)": ("drained", "reaped"),
-        "total": ("fork_called", "reaped"),
+        "total": ("handed_over", "reaped"),
     }
-    usable = [t for t in traces if "child_entered" in t]
+    usable = [t for t in traces if "spec_read" in t]
     return (
         {
             name: round(statistics.median(t[b] - t[a] for t in usable) * 1e6, 1)

@@ -989,6 +989,91 @@ def test_canary_is_absent_from_the_task_memory(ex: Executor, flavour: str) -> No
     assert (result.status, result.stdout) == (Status.OK, "found False\n"), show(result)
 
 
+RAW_MEMORY_SCAN = """import errno
+import gc
+import sys
+
+ctypes = sys.modules["ctypes"]  # loaded by every zygote; no import: routing stays
+libc = ctypes.CDLL(None, use_errno=True)
+vec = ctypes.create_string_buffer(1)
+needle = bytes(NEEDLE)
+
+
+def readable(address):
+    # mapped (mincore) and not PROT_NONE (access() copies a path from it, or EFAULT)
+    if libc.mincore(ctypes.c_void_p(address), 4096, vec) != 0:
+        return False
+    ctypes.set_errno(0)
+    libc.access(ctypes.c_void_p(address), 0)
+    return ctypes.get_errno() != errno.EFAULT
+
+
+objects = gc.get_objects() + [v for m in list(sys.modules.values()) for v in vars(m).values()]
+regions = {id(o) >> 20 for o in objects}
+del objects
+hits = 0
+for region in regions:
+    for page in range(region << 8, (region + 1) << 8):
+        if readable(page << 12):
+            hits += ctypes.string_at(page << 12, 4096).count(needle)
+print("hits", hits)
+"""
+"""Counts NEEDLE's bytes in every readable page of each 1 MiB region holding a live object:
+freed memory too, not just live objects. The needle is built from a list of ints, so
+its one live copy is the only hit a clean process has."""
+
+HANDLED_THEN_FORKED = """
+import ctypes, marshal, os, subprocess, sys  # ctypes: the scan takes it from sys.modules
+
+done = subprocess.run([sys.executable, "-c", TASK], capture_output=True)
+frame = marshal.dumps({"stdout": done.stdout, "stderr": done.stderr})
+del done, frame
+pid = os.fork()
+if pid == 0:
+    exec(SCAN, {})
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+"""The positive twin: a process that handled a task's output, then forked a child."""
+
+EARLIER_TASKS = {
+    "stdout": "print(x)",
+    "answer": "ans = x",
+    "error": "raise ValueError(x)",
+}
+
+
+def raw_scan(secret: str) -> str:
+    return RAW_MEMORY_SCAN.replace("NEEDLE", repr(list(secret.encode())))
+
+
+@pytest.fixture(scope="module", params=["lean", "numpy", "full"])
+def solo(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """One zygote of one flavour, one task at a time: every task forks from the same one."""
+    counts = {"zygotes": 0, "numpy_zygotes": 0, "lean_zygotes": 0}
+    counts[{"lean": "lean_zygotes", "numpy": "numpy_zygotes", "full": "zygotes"}[request.param]] = 1
+    policy = LimitPolicy(default=Limits(**DEFAULT_LIMITS))
+    with Executor(PoolConfig(**counts, max_in_flight=1), policy) as executor:
+        yield executor
+
+
+@pytest.mark.parametrize("form", EARLIER_TASKS)
+def test_earlier_tasks_data_is_absent_from_a_later_tasks_memory(solo: Executor, form: str) -> None:
+    """Tasks are cloned from a fork server that never saw a task, not from the zygote that
+    read the earlier task's output: freed copies of it are nowhere in a later task."""
+    secret, fresh = (f"secret-{secrets.token_hex(8)}" for _ in range(2))
+    task = source(f"x = REVERSED[::-1]\n{EARLIER_TASKS[form]}\n", REVERSED=secret[::-1])
+    reported = task + ("print(ans)\n" if form == "answer" else "")  # the frame carries it
+    twin = source(HANDLED_THEN_FORKED, TASK=reported, SCAN=raw_scan(secret))
+    control = source(HANDLED_THEN_FORKED, TASK=reported, SCAN=raw_scan(fresh))
+    assert plain(twin).stdout > plain(control).stdout == "hits 1\n", "the twin's scan is blind"
+    assert run(solo, task).status in (Status.OK, Status.ERROR)
+    found = run(solo, raw_scan(secret), timeout_s=30.0, cpu_s=60.0)
+    clean = run(solo, raw_scan(fresh), timeout_s=30.0, cpu_s=60.0)
+    assert (found.status, found.stdout) == (Status.OK, "hits 1\n"), show(found)
+    assert (clean.status, clean.stdout) == (Status.OK, "hits 1\n"), show(clean)
+
+
 ENVIRON_PROGRAM = """
 import os
 
