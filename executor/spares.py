@@ -99,7 +99,7 @@ def request(server: socket.socket, count: int = BATCH) -> None:
 
 def receive(server: socket.socket) -> list[Spare] | None:
     """The spares of one batch, or None once the fork server is gone."""
-    message, fds, _, _ = socket.recv_fds(server, 1 << 12, 4 * 255)
+    message, fds, _, _ = socket.recv_fds(server, 1 << 12, 4 * BATCH)
     if not message:
         return None
     pids: list[int] = marshal.loads(message)

@@ -192,6 +192,10 @@ class Zygote:
 
     def _cancel(self, task_id: int) -> None:
         """The caller gave up: end the task now; its verdict is still sent and dropped."""
+        for spec in [s for s in self.waiting if s["id"] == task_id]:
+            self.waiting.remove(spec)  # not started: nothing to kill
+            fields = {"status": Status.TIMEOUT.value, "error_type": "Cancelled"}
+            self.sock.sendall(channel.encode({"op": "result", "id": task_id, **fields}))
         for task in self.tasks.values():
             if task.spec["id"] == task_id and task.killed_for is None:
                 task.killed_for = Status.TIMEOUT

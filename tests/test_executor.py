@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import signal
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -218,17 +220,28 @@ def test_cancelling_a_task_kills_its_process() -> None:
     async def scenario() -> None:
         async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
             zygote = psutil.Process(ex.pool.zygotes[0].process.pid)
-            idle = len(zygote.children(recursive=True))
             task = asyncio.ensure_future(ex.run("import time\ntime.sleep(30)"))
-            await asyncio.sleep(0.5)
-            assert len(zygote.children(recursive=True)) == idle + 1
+            deadline = time.monotonic() + 5
+            while not (sleepers := _sleepers(zygote)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            (sleeper,) = sleepers
             task.cancel()
             deadline = time.monotonic() + 2
-            while len(zygote.children(recursive=True)) > idle and time.monotonic() < deadline:
+            while not _ended(sleeper) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert len(zygote.children(recursive=True)) == idle
+            assert _ended(sleeper), "the cancelled task's process still runs"
 
     asyncio.run(scenario())
+
+
+def _sleepers(zygote: psutil.Process) -> list[psutil.Process]:
+    """The zygote's task processes in time.sleep (idle spares wait in a pipe read)."""
+    found = []
+    for child in zygote.children(recursive=True):
+        with contextlib.suppress(OSError):
+            if "nanosleep" in Path(f"/proc/{child.pid}/wchan").read_text():
+                found.append(child)
+    return found
 
 
 def test_isolation_layers_are_reported() -> None:
