@@ -91,6 +91,11 @@ class Executor:
         """Isolation layers active in the zygotes."""
         return self._async.layers
 
+    @property
+    def pool(self) -> ZygotePool:
+        """The zygotes (read only; it runs in the executor's loop thread)."""
+        return self._async.pool
+
     def start(self) -> None:
         """Start the loop thread and the zygotes."""
         loop = asyncio.new_event_loop()

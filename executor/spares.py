@@ -142,6 +142,8 @@ def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
     try:
         while data := sock.recv(16):
             _send_batch(sock, data[-1], task)
+    except OSError as exc:
+        sys.stderr.write(f'{{"event": "fork server", "message": "{exc}"}}\n')
     finally:
         os._exit(0)
 

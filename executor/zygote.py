@@ -81,7 +81,13 @@ class Zygote:
     blocking pipes read once per readiness, closed fds leave the epoll set by themselves).
     """
 
-    def __init__(self, sock: socket.socket, sandbox: Sandbox, fork_server: socket.socket) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        sandbox: Sandbox,
+        fork_server: socket.socket,
+        stock: list[spares.Spare],
+    ) -> None:
         self.sock = sock
         self.sandbox = sandbox
         self.epoll = select.epoll()
@@ -92,7 +98,7 @@ class Zygote:
         self.reader = channel.FrameReader()
         self.epoll.register(sock.fileno(), select.EPOLLIN)
         self.fork_server = fork_server
-        self.stock: list[spares.Spare] = []
+        self.stock = stock
         self.waiting: collections.deque[dict[str, Any]] = collections.deque()
         self.requested = False
         self.roles[fork_server.fileno()] = ("spares", None)
@@ -479,9 +485,14 @@ def main(argv: list[str] | None = None) -> None:
     fork_server = spares.start_fork_server(
         lambda pipes: _run_spare(sandbox, pipes), close=(sock.fileno(),)
     )
+    spares.request(fork_server)
+    stock = spares.receive(fork_server)
+    if stock is None:  # clone(CLONE_PARENT) refused, or the spares could not start
+        raise SystemExit("refusing to start: the fork server could not make a spare")
+    layers.append("fork-server")
     ready = {"op": "ready", "pid": os.getpid(), "layers": layers, "flavor": args.flavor}
     sock.sendall(channel.encode(ready))
-    Zygote(sock, sandbox, fork_server).serve()
+    Zygote(sock, sandbox, fork_server, stock).serve()
 
 
 if __name__ == "__main__":

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import os
 import signal
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+from processes import waiting_in
 
 from potsandbox.executor import (
     AsyncExecutor,
@@ -216,13 +215,40 @@ def test_a_finished_tasks_deadline_never_cuts_a_later_task() -> None:
     asyncio.run(scenario())
 
 
+def test_dead_spares_are_passed_over_and_no_task_is_lost() -> None:
+    """Spares killed while they wait are reaped when their turn comes; tasks go elsewhere."""
+
+    async def scenario() -> None:
+        config = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)
+        async with AsyncExecutor(config) as ex:
+            ans = Convention.parse("ans")
+            assert (await ex.run("ans = 1", convention=ans)).answer == "1"
+            waiter = psutil.Process(ex.pool.zygotes[0].process.pid)
+            idle = waiting_in(waiter.children(recursive=True), "pipe_read")
+            assert idle, "no idle spare to kill"
+            for spare in idle:
+                spare.kill()
+            end = time.monotonic() + 5
+            while not all(map(_ended, idle)) and time.monotonic() < end:
+                await asyncio.sleep(0.02)  # dead, and zombies: the zygote reaps them later
+            results = [await ex.run(f"ans = {n}", convention=ans) for n in range(8)]
+            assert [r.answer for r in results] == [str(n) for n in range(8)], results
+            assert not [p for p in idle if p.is_running()], "a dead spare was never reaped"
+            assert ex.pool.restarts == 0, "the zygote itself must survive"
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_a_task_kills_its_process() -> None:
     async def scenario() -> None:
         async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
             zygote = psutil.Process(ex.pool.zygotes[0].process.pid)
             task = asyncio.ensure_future(ex.run("import time\ntime.sleep(30)"))
             deadline = time.monotonic() + 5
-            while not (sleepers := _sleepers(zygote)) and time.monotonic() < deadline:
+            while (
+                not (sleepers := waiting_in(zygote.children(recursive=True), "nanosleep"))
+                and time.monotonic() < deadline
+            ):
                 await asyncio.sleep(0.05)
             (sleeper,) = sleepers
             task.cancel()
@@ -234,17 +260,7 @@ def test_cancelling_a_task_kills_its_process() -> None:
     asyncio.run(scenario())
 
 
-def _sleepers(zygote: psutil.Process) -> list[psutil.Process]:
-    """The zygote's task processes in time.sleep (idle spares wait in a pipe read)."""
-    found = []
-    for child in zygote.children(recursive=True):
-        with contextlib.suppress(OSError):
-            if "nanosleep" in Path(f"/proc/{child.pid}/wchan").read_text():
-                found.append(child)
-    return found
-
-
 def test_isolation_layers_are_reported() -> None:
     with Executor(SMALL) as ex:
-        assert "rlimits" in ex.layers
+        assert {"rlimits", "fork-server"} <= set(ex.layers), ex.layers
         assert {"seccomp", "landlock-fs"} & set(ex.layers), ex.layers

@@ -282,9 +282,9 @@ def pending(server: socket.socket) -> int:
         count += 1
 
 
-def zygote_pids() -> set[int]:
-    """The executor's processes under the test process while no task runs."""
-    return {p.pid for p in _descendants()}
+def zygote_pids(ex: Executor) -> set[int]:
+    """The executor's zygotes (the processes it started; spares and tasks come and go)."""
+    return {zygote.process.pid for zygote in ex.pool.zygotes}
 
 
 def _descendants() -> list[psutil.Process]:
@@ -1090,7 +1090,7 @@ def test_proc_pid_environ_is_unreadable_eacces(
     require(ex, "landlock-fs")
     twin = reached(source(ENVIRON_PROGRAM, TARGET=canary_holder, CANARY=CANARY))
     assert twin == f"{REACHED} True\n", "an ordinary process reads the holder's canary"
-    zygote = min(zygote_pids())
+    zygote = min(zygote_pids(ex))
     pids = {
         "ppid": "os.getppid()",
         "pid 1": "1",
@@ -1186,9 +1186,9 @@ def test_sigkill_to_other_processes_is_blocked_eperm(ex: Executor, target: str) 
     require(ex, "seccomp")
     program = f'import os\nos.kill({KILL_TARGETS[target]}, SIGNAL)\nprint("REACHED")'
     reached("SIGNAL = 0\n" + program)  # signal 0: permission check only, harms nobody
-    before = zygote_pids()
+    before = zygote_pids(ex), ex.pool.restarts
     assert_blocked(run(ex, "SIGNAL = 9\n" + program), errno.EPERM)
-    assert zygote_pids() == before, "a zygote died or was replaced"
+    assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
 
 
 def test_self_sigkill_is_crashed_not_timeout_or_memory(ex: Executor) -> None:

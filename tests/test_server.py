@@ -29,6 +29,7 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from processes import waiting_in
 from prometheus_client.parser import text_string_to_metric_families
 
 from potsandbox.executor import AsyncExecutor, PoolConfig, Result, Status
@@ -104,33 +105,22 @@ def stub(server: Server) -> Any:
     return server.stub()
 
 
-def idle_tree(server: Server) -> set[int]:
-    """PIDs under the server once no task is running (the count stops changing)."""
-    previous: set[int] = set()
-    stable_since = time.monotonic()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = {p.pid for p in server.descendants()}
-        if now != previous:
-            previous, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since > 0.3:
-            return now
-        time.sleep(0.05)
-    raise AssertionError("the server's process tree never settled")
-
-
-def new_processes(server: Server, idle: set[int], count: int, timeout: float = 10) -> set[int]:
-    """Wait until `count` processes beyond the idle tree exist (running tasks); return them."""
+def sleeping_tasks(server: Server, count: int, timeout: float = 10) -> set[int]:
+    """Wait until `count` task processes under the server are in time.sleep; their pids."""
     found: set[int] = set()
 
     def enough() -> bool:
         nonlocal found
-        found = {p.pid for p in server.descendants()} - idle
+        found = {p.pid for p in waiting_in(server.descendants(), "nanosleep")}
         return len(found) >= count
 
     assert wait_until(enough, timeout), f"expected {count} task processes, saw {found}"
     assert len(found) == count, f"expected {count} task processes, saw {found}"
     return found
+
+
+def no_task_sleeps(server: Server) -> bool:
+    return not waiting_in(server.descendants(), "nanosleep")
 
 
 def gone(pids: set[int]) -> bool:
@@ -355,9 +345,8 @@ SLEEPER = "import time\ntime.sleep(60)\n"
 
 
 def test_deadline_kills_the_sandboxed_process(server: Server, stub: Any) -> None:
-    idle = idle_tree(server)
     future = stub.Execute.future(make_request(SLEEPER, timeout_s=25), timeout=1.0)
-    task = new_processes(server, idle, 1)
+    task = sleeping_tasks(server, 1)
     try:
         reply = future.result(timeout=10)
     except grpc.RpcError as exc:
@@ -365,21 +354,19 @@ def test_deadline_kills_the_sandboxed_process(server: Server, stub: Any) -> None
     else:
         assert reply.status == pb.STATUS_TIMEOUT, reply
     assert wait_until(lambda: gone(task), 1.0), f"task {task} still alive after the deadline"
-    assert wait_until(lambda: {p.pid for p in server.descendants()} == idle, 1.0)
+    assert wait_until(lambda: no_task_sleeps(server), 1.0)
 
 
 def test_cancel_kills_the_sandboxed_process(server: Server, stub: Any) -> None:
-    idle = idle_tree(server)
     future = stub.Execute.future(make_request(SLEEPER, timeout_s=25), timeout=30)
-    task = new_processes(server, idle, 1)
+    task = sleeping_tasks(server, 1)
     assert future.cancel()
     assert wait_until(lambda: gone(task), 1.0), f"task {task} still alive after cancel"
-    assert wait_until(lambda: {p.pid for p in server.descendants()} == idle, 1.0)
+    assert wait_until(lambda: no_task_sleeps(server), 1.0)
     assert future.cancelled()
 
 
 def test_cancelling_a_stream_kills_its_running_programs(server: Server, stub: Any) -> None:
-    idle = idle_tree(server)
     stop = threading.Event()
 
     def requests() -> Iterator[pb.ExecuteRequest]:
@@ -389,12 +376,12 @@ def test_cancelling_a_stream_kills_its_running_programs(server: Server, stub: An
 
     call = stub.ExecuteStream(requests(), timeout=30)
     try:
-        tasks = new_processes(server, idle, 2)
+        tasks = sleeping_tasks(server, 2)
         call.cancel()
         assert wait_until(lambda: gone(tasks), 1.0), f"tasks {tasks} still alive after cancel"
     finally:
         stop.set()
-    assert wait_until(lambda: {p.pid for p in server.descendants()} == idle, 1.0)
+    assert wait_until(lambda: no_task_sleeps(server), 1.0)
 
 
 def test_server_still_serves_after_cancellations(stub: Any) -> None:
@@ -634,10 +621,9 @@ def test_sigterm_drains_in_flight_tasks_and_exits_zero(tmp_path: Path) -> None:
     srv = start_server(tmp_path, *args, "--grace", str(GRACE_S))
     try:
         stub = srv.stub()
-        idle = idle_tree(srv)
         program = make_request("import time\ntime.sleep(1.5)\nans = 7", convention="ans")
         futures = [stub.Execute.future(program, timeout=30) for _ in range(4)]
-        new_processes(srv, idle, 4)
+        sleeping_tasks(srv, 4)
         watch = health_pb2_grpc.HealthStub(srv.channel()).Watch(
             health_pb2.HealthCheckRequest(service=""), timeout=20
         )
