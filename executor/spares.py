@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import marshal
 import os
-import platform
 import socket
 import sys
 from collections.abc import Callable
@@ -38,7 +37,7 @@ SPEC_CHUNK = 1 << 16
 
 _CLONE_PARENT = 0x00008000
 _SIGCHLD = 17
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
 
 _raw_syscall = ctypes.PyDLL(None, use_errno=True).syscall
 """PyDLL keeps the GIL across the call: the clone happens with the interpreter's state
@@ -142,6 +141,8 @@ def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
     try:
         while data := sock.recv(16):
             _send_batch(sock, data[-1], task)
+    except ConnectionError:
+        pass  # the zygote is gone: so are we
     except OSError as exc:
         sys.stderr.write(f'{{"event": "fork server", "message": "{exc}"}}\n')
     finally:
