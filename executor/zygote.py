@@ -1,9 +1,12 @@
-"""The zygote: a fresh, preloaded interpreter that forks one contained process per task.
+"""The zygote: a fresh, preloaded interpreter whose copies run one program each.
 
 Started by the pool as `python -m potsandbox.executor.zygote` with a clean
-environment and one socket. It is the trusted parent of every task it forks: it
-owns the wall clock, reads stdout/stderr/result pipes with caps, kills the task
-at the deadline or the output cap, reaps it and sends the verdict back.
+environment and one socket. Before its first task it forks a fork server
+(`spares.py`), which clones contained spares as the zygote's own children; the
+zygote itself never forks a task, so no task inherits what it has read. It is the
+trusted parent of every task: it sets the task's limits, hands over its spec, owns
+the wall clock, reads stdout/stderr/result pipes with caps, kills the task at the
+deadline or the output cap, reaps it and sends the verdict back.
 """
 
 from __future__ import annotations
@@ -75,10 +78,9 @@ class Task:
 class Zygote:
     """Single-threaded epoll loop: task requests in, verdicts out.
 
-    Lean on purpose: every page this process writes after a fork is a copy-on-write
-    fault while the task lives, so the loop keeps its per-task work and syscalls few
-    (no selector objects, pipes watched only for tasks that outlive WATCH_AFTER_S,
-    blocking pipes read once per readiness, closed fds leave the epoll set by themselves).
+    Lean on purpose: the loop keeps its per-task work and syscalls few (no selector
+    objects, pipes watched only for tasks that outlive WATCH_AFTER_S, blocking pipes read
+    once per readiness, closed fds leave the epoll set by themselves).
     """
 
     def __init__(
@@ -219,7 +221,7 @@ class Zygote:
             try:
                 limit(spare.pid, self.sandbox, cpu_s=spec["cpu_s"], memory_mb=spec["memory_mb"])
                 spares.hand_over(spare, spec)
-            except OSError as exc:  # the spare died before its task: take the next one
+            except (spares.SpareError, ProcessLookupError) as exc:  # died idle: take the next
                 _log(f"spare {spare.pid} lost: {exc}")
                 spares.discard(spare)
                 os.waitpid(spare.pid, 0)
