@@ -10,9 +10,10 @@ spares, hold nothing of anybody: each waits on a pipe for the one spec it will r
 
 The fork server clones with CLONE_PARENT, so every spare is the zygote's own child:
 the zygote keeps the wait status, the rusage and the pidfd, exactly as if it had
-forked the task itself, and no message per task crosses to the fork server. Spares
-come in batches, so the zygote's bookkeeping between them costs no copy-on-write
-faults (it no longer forks) and the fork is off the task's critical path.
+forked the task itself, and no message per task crosses to the fork server. The
+zygote no longer forks, so its own bookkeeping costs no copy-on-write faults; spares
+come in batches, so the fork server wakes once per few tasks, and the fork and the
+containment are off each task's critical path (bench/README.md has what it costs).
 """
 
 from __future__ import annotations
