@@ -106,14 +106,15 @@ def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.Co
 
 
 def _reseed() -> None:
-    """A fresh interpreter seeds its generators from the OS; forked ones share the zygote's.
+    """A fresh interpreter seeds its generators from the OS; cloned ones share the zygote's.
 
-    `random` reseeds itself in every forked child (its own `os.register_at_fork` hook);
-    numpy's legacy global generator does not.
+    Task processes are raw clones (spares.py), so `random`'s own at-fork hook never
+    runs in them, and numpy's legacy global generator has none: both are reseeded here.
     """
-    numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is not None:
-        numpy_random.seed()
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.seed()
 
 
 def _fresh_main() -> dict[str, Any]:

@@ -5,7 +5,7 @@ zygote, the copy carries whatever the zygote's heap holds at that moment: earlie
 tasks' programs, outputs and answers, freed but not erased, readable by any program
 that scans its own memory. So tasks are not forked by the zygote. At start, before
 its first task, the zygote forks a fork server; from then on only the fork server
-forks, and it only ever handles counts, pids and descriptor numbers. Its copies, the
+forks, and it only ever handles requests, pids and descriptor numbers. Its copies, the
 spares, hold nothing of anybody: each waits on a pipe for the one spec it will run.
 
 The fork server clones with CLONE_PARENT, so every spare is the zygote's own child:
@@ -92,9 +92,9 @@ def start_fork_server(
     return ours
 
 
-def request(server: socket.socket, count: int = BATCH) -> None:
-    """Ask for `count` more spares; they arrive later as one message (see `receive`)."""
-    server.send(bytes((count,)))
+def request(server: socket.socket) -> None:
+    """Ask for a batch of spares; it arrives later as one message (see `receive`)."""
+    server.send(b"+")
 
 
 def receive(server: socket.socket) -> list[Spare] | None:
@@ -138,10 +138,10 @@ def discard(spare: Spare) -> None:
 
 
 def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
-    """The fork server's loop: a count in, that many spares out, until the socket closes."""
+    """The fork server's loop: a request in, a batch of spares out, until the socket closes."""
     try:
-        while data := sock.recv(16):
-            _send_batch(sock, data[-1], task)
+        while sock.recv(16):
+            _send_batch(sock, task)
     except ConnectionError:
         pass  # the zygote is gone: so are we
     except OSError as exc:
@@ -150,10 +150,10 @@ def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
         os._exit(0)
 
 
-def _send_batch(sock: socket.socket, count: int, task: Callable[[Pipes], NoReturn]) -> None:
+def _send_batch(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> None:
     pids: list[int] = []
     fds: list[int] = []
-    for _ in range(count):
+    for _ in range(BATCH):
         pid, ends = _clone_spare(sock, task)
         pids.append(pid)
         fds.extend(ends)
@@ -177,7 +177,6 @@ def _clone_spare(
         try:
             for fd in (out_r, err_r, res_r, spec_w, sock.fileno()):
                 os.close(fd)
-            _after_clone()
             task(Pipes(out_w, err_w, res_w, spec_r))
         finally:
             os._exit(70)
@@ -193,15 +192,3 @@ def _clone_parent() -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"clone(CLONE_PARENT): {os.strerror(err)}")
     return int(pid)
-
-
-def _after_clone() -> None:
-    """The one at-fork effect a program can observe: `random` reseeds itself in a child.
-
-    os.fork() runs the interpreter's after-fork hooks; a raw clone does not. The other
-    hooks restore locks and thread state that only matter with other threads, and the
-    fork server has none.
-    """
-    random = sys.modules.get("random")
-    if random is not None:
-        random.seed()
