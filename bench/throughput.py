@@ -42,7 +42,7 @@ LIMITS = Limits(timeout_s=5.0, memory_mb=4096)
 HEAVY_S = 0.05
 """A program whose own run (exec in a warm interpreter) takes longer than this is heavy."""
 LEAN_ONLY = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=2)
-"""A program whose own run (exec in a warm interpreter) takes longer than this is heavy."""
+"""Two standard-library zygotes: the configuration the floor is compared against."""
 
 
 def gsm8k_programs(limit: int | None = None) -> list[dict[str, Any]]:

@@ -75,12 +75,12 @@ class Pipes:
 def contain_zygote() -> None:
     """The steps every task would repeat identically, taken once by the zygote.
 
-    Forked children inherit them: no_new_privs, no capabilities and the signal mask
-    (checked empty at the zygote's start). Every page a task's Python touches costs a
-    copy-on-write fault, so whatever need not be per task is not.
+    Forked children inherit them: no_new_privs, no capabilities and an empty signal
+    mask (a launcher such as `perf record` may start us with signals blocked, and a
+    task must see the signals CPython expects). Every page a task's Python touches
+    costs a copy-on-write fault, so whatever need not be per task is not.
     """
-    if signal.pthread_sigmask(signal.SIG_BLOCK, ()):
-        raise OSError("the zygote started with blocked signals; tasks would inherit them")
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     set_no_new_privs()
     _drop_capabilities()
 

@@ -264,3 +264,16 @@ def test_isolation_layers_are_reported() -> None:
     with Executor(SMALL) as ex:
         assert {"rlimits", "fork-server"} <= set(ex.layers), ex.layers
         assert {"seccomp", "landlock-fs"} & set(ex.layers), ex.layers
+
+
+def test_signals_blocked_by_the_launcher_are_unblocked_for_tasks() -> None:
+    """A zygote inherits its launcher's signal mask (`perf record` blocks some); tasks
+    must start with none blocked, as under plain CPython."""
+    program = "import signal\nans = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, []))"
+    inherited = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+    try:
+        with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+            result = ex.run(program, convention="ans")
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, inherited)
+    assert result.status is Status.OK and result.answer == "[]", result
