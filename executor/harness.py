@@ -8,6 +8,7 @@ answer and error, and decides the status itself from kernel facts.
 from __future__ import annotations
 
 import ast
+import atexit
 import builtins
 import contextlib
 import errno
@@ -78,6 +79,26 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
     except BaseException as exc:  # the program's own failure is a result, not our fault
         traceback.print_exception(exc)
         return _error_frame(exc)
+    finally:
+        _flush_streams()
+
+
+def shut_down() -> None:
+    """End as a script ends under plain CPython, after the answer has been reported.
+
+    The interpreter waits for non-daemon threads, then runs atexit callbacks, and what
+    they print is part of the program's output; a thread that never ends keeps the
+    task alive until its deadline, as it would keep the reference interpreter. Daemon
+    threads are abandoned, as there. Their exceptions are printed, never raised.
+    """
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        atexit._run_exitfuncs()
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):  # e.g. no memory left to print it
+            traceback.print_exception(exc)
     finally:
         _flush_streams()
 

@@ -348,6 +348,7 @@ def _run_spare(sandbox: Sandbox, pipes: Pipes) -> NoReturn:
         if spec.get("trace"):
             frame["trace"] = (started, time.monotonic())
         harness.write_frame(RESULT_FD, frame)
+        harness.shut_down()
         os._exit(0)
     except MemoryError:
         harness.write_frame(RESULT_FD, harness.MEMORY_FRAME)

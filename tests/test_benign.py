@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -371,6 +372,42 @@ def test_dataclass_defined_in_the_program_works(ex: Executor) -> None:
     ans = sum(item.price for item in cart)
     """
     assert_answer(run(ex, program), "13.75")
+
+
+ENDINGS = {
+    "thread": """
+    import threading, time
+
+    def late():
+        time.sleep(0.2)
+        print("from the thread")
+
+    threading.Thread(target=late).start()
+    print("main done")
+    """,
+    "timer": "import threading\nthreading.Timer(0.1, print, ['timer fired']).start()",
+    "atexit": "import atexit\natexit.register(print, 'at exit')\nprint('main done')",
+    "thread_then_atexit": """
+    import atexit, threading
+    atexit.register(print, 'second')
+    threading.Thread(target=print, args=('first',)).start()
+    """,
+    "after_an_error": "import atexit\natexit.register(print, 'still ran')\n1 / 0",
+    "failing_atexit": "import atexit\natexit.register(lambda: 1 / 0)\nprint('main done')",
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_the_program_ends_as_a_script_does_threads_then_atexit(ex: Executor, ending: str) -> None:
+    """Plain CPython joins non-daemon threads, then runs atexit callbacks; what they print
+    is part of stdout, and of a `stdout` answer."""
+    program = textwrap.dedent(ENDINGS[ending])
+    plain = subprocess.run(
+        [sys.executable, "-I", "-c", program], capture_output=True, text=True, timeout=60
+    )
+    result = run(ex, program, convention="stdout")
+    assert result.stdout == plain.stdout, show(result)
+    assert plain.stderr.count("ZeroDivisionError") == result.stderr.count("ZeroDivisionError")
 
 
 def test_10_kb_of_output_is_kept_whole(ex: Executor) -> None:

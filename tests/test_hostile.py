@@ -382,18 +382,33 @@ def test_self_sigstop_times_out_at_the_deadline(ex: Executor) -> None:
     assert_timed_out(result, elapsed)
 
 
-def test_lingering_non_daemon_thread_does_not_hold_the_answer(ex: Executor) -> None:
-    program = """
-    import threading
+LINGERING_THREAD = """
+import threading
 
-    def linger():
-        while True:
-            pass
+def linger():
+    while True:
+        pass
 
-    threading.Thread(target=linger, daemon=False).start()
-    ans = 5
-    """
-    result = run(ex, textwrap.dedent(program))
+threading.Thread(target=linger, daemon={daemon}).start()
+ans = 5
+print("REACHED")
+"""
+
+
+def test_lingering_non_daemon_thread_times_out_as_it_hangs_plain_python(ex: Executor) -> None:
+    """Plain CPython waits for the thread at exit, forever: the deadline ends both."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, "-c", LINGERING_THREAD.format(daemon=False)], timeout=1)
+    result, elapsed = timed_run(ex, LINGERING_THREAD.format(daemon=False))
+    assert_timed_out(result, elapsed)
+    assert "REACHED" in result.stdout, show(result)
+    result = run(ex, "ans = 6")
+    assert (result.status, result.answer) == (Status.OK, "6"), show(result)
+
+
+def test_lingering_daemon_thread_does_not_hold_the_answer(ex: Executor) -> None:
+    reached(LINGERING_THREAD.format(daemon=True))
+    result = run(ex, LINGERING_THREAD.format(daemon=True))
     assert (result.status, result.answer) == (Status.OK, "5"), show(result)
 
 
