@@ -1,11 +1,18 @@
-"""The task process's containment: one ordered checklist, run right after fork.
+"""The task process's containment: one ordered checklist, split by who can take each step.
 
-Order matters (nsjail's containProc is the model): privileges first (no_new_privs and
-no capabilities, taken once by the zygote and inherited), then session and
-descriptors, rlimits, Landlock, and seccomp last, because the filter forbids the very
-calls the earlier steps make. A spare is contained before its task exists; the two
-limits a request chooses (CPU and memory) are then set on it from outside, by the
-zygote (`limit`), before the spare may read its spec.
+Order matters (nsjail's containProc is the model): privileges first, then Landlock,
+rlimits and priority, session and descriptors, and seccomp last, because the filter
+forbids the very calls the earlier steps make. A step runs in the longest-lived
+process that can take it, because a step taken in the fresh spare itself is paid in
+copy-on-write faults by every task:
+1. the zygote, once (`contain_zygote`): no_new_privs, no capabilities, signal mask;
+2. the fork server, once (`contain_fork_server`): Landlock, inherited by each spare;
+3. the fork server, on each new spare from outside (`adopt`): fixed rlimits, nice;
+4. the spare itself, before its task exists (`contain`): session, death signal,
+   descriptors and their limit, seccomp;
+5. the zygote, from outside, before it hands the spec over (`limit`): the request's
+   CPU and memory limits.
+No spare reaches the zygote, and so no program runs, before steps 1-4 are done.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ class Sandbox:
     """Ask for SIGKILL when the zygote dies. Not needed when the zygote is the init of
     the task's pid namespace: the kernel then kills the whole namespace with it."""
     close_ranges: tuple[tuple[int, int], ...]
-    """Descriptor ranges a task closes: all but 0-2, the result and spec fds, the ruleset fd."""
+    """Descriptor ranges a task closes: all but 0-2, the result and spec fds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,21 +92,39 @@ def contain_zygote() -> None:
     _drop_capabilities()
 
 
-def contain(sandbox: Sandbox, pipes: Pipes) -> None:
-    """Apply every restriction that does not depend on the task, in order.
+def contain_fork_server(sandbox: Sandbox) -> None:
+    """Confine the fork server to what a task may read; every spare it clones inherits it.
 
-    Runs in a spare whose ancestor went through `contain_zygote()`, so no_new_privs
-    (required by Landlock and seccomp) is already set and the capability sets are empty.
-    Raises OSError naming the failed step.
+    The fork server opens no file, so the confinement costs it nothing; it runs after
+    `contain_zygote()`, whose no_new_privs Landlock requires.
+    """
+    if sandbox.landlock is not None:
+        sandbox.landlock.restrict_self()
+
+
+def adopt(pid: int) -> None:
+    """Set the fixed rlimits and the low priority on a new spare, from the fork server.
+
+    Runs before the fork server reports the spare, so before the spare's spec, and so
+    its program, can exist. Lowering another process's limits and raising its nice
+    value need no capability, only the same user.
+    """
+    for which, value in FIXED_LIMITS:
+        resource.prlimit(pid, which, (value, value))
+    os.setpriority(os.PRIO_PROCESS, pid, CHILD_NICE)
+
+
+def contain(sandbox: Sandbox, pipes: Pipes) -> None:
+    """The steps only the spare can take on itself, in order.
+
+    Runs in a spare of a fork server that went through `contain_zygote()` and
+    `contain_fork_server()`. Raises OSError naming the failed step.
     """
     os.setsid()
     if sandbox.orphan_signal:
         call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
     _wire_descriptors(pipes, sandbox.devnull, sandbox.close_ranges)
-    _set_rlimits(FIXED_LIMITS)
-    os.setpriority(os.PRIO_PROCESS, 0, CHILD_NICE)
-    if sandbox.landlock is not None:
-        sandbox.landlock.restrict_self()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))  # below RESULT_FD: after the dup
     if sandbox.seccomp is not None:
         sandbox.seccomp.install(os.getpid())
 
@@ -116,11 +141,10 @@ def limit(pid: int, sandbox: Sandbox, *, cpu_s: float, memory_mb: int) -> None:
     resource.prlimit(pid, resource.RLIMIT_AS, (memory, memory))
 
 
-def close_ranges(keep: int | None) -> tuple[tuple[int, int], ...]:
-    """The [low, high) ranges that leave only 0-2, RESULT_FD, SPEC_FD and `keep` open."""
-    kept = sorted({RESULT_FD, SPEC_FD} | ({keep} if keep is not None else set()))
+def close_ranges() -> tuple[tuple[int, int], ...]:
+    """The [low, high) ranges that leave only 0-2, RESULT_FD and SPEC_FD open."""
     ranges, low = [], 3
-    for fd in kept:
+    for fd in (RESULT_FD, SPEC_FD):
         if fd > low:
             ranges.append((low, fd))
         low = max(low, fd + 1)
@@ -161,7 +185,6 @@ def _wire_descriptors(pipes: Pipes, devnull: int, ranges: tuple[tuple[int, int],
 
 FIXED_LIMITS = (
     (resource.RLIMIT_FSIZE, 0),
-    (resource.RLIMIT_NOFILE, NOFILE),
     (resource.RLIMIT_NPROC, NPROC),
     (resource.RLIMIT_CORE, 0),
     (resource.RLIMIT_MEMLOCK, 0),
@@ -169,10 +192,5 @@ FIXED_LIMITS = (
     (resource.RLIMIT_MSGQUEUE, 0),
     (resource.RLIMIT_RTPRIO, 0),
 )
-"""The same for every task; CPU and address space are per request (`limit`)."""
-
-
-def _set_rlimits(limits: tuple[tuple[int, int], ...]) -> None:
-    """Soft == hard everywhere, so the program cannot raise any of them back."""
-    for which, value in limits:
-        resource.setrlimit(which, (value, value))
+"""The same for every task, soft == hard so the program cannot raise them back; NOFILE is
+set by the spare itself (`contain`), CPU and address space per request (`limit`)."""

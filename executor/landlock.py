@@ -1,7 +1,8 @@
 """Landlock: confine a task child to reading the Python prefix, whatever its uid may read.
 
-A `Ruleset` is built once in the zygote (`Ruleset.read_only(paths)`) and enforced by
-each forked child with `restrict_self()` after no_new_privs and before seccomp. It
+A `Ruleset` is built once in the zygote (`Ruleset.read_only(paths)`) and enforced once,
+after no_new_privs, by the fork server with `restrict_self()`: every spare it clones
+inherits the domain, and loads its syscall filter afterwards. It
 handles every filesystem right the kernel's ABI knows and grants only reading beneath
 the given paths, so writes, creation, removal, truncation, device ioctls and reads
 elsewhere (/etc, /proc/<ppid>/environ, other tasks' files) fail with EACCES. With ABI
@@ -106,7 +107,7 @@ def _attr_size(abi: int) -> int:
 
 
 class Ruleset:
-    """A Landlock ruleset built once in the zygote and enforced by each task child."""
+    """A Landlock ruleset built once in the zygote and enforced by the fork server."""
 
     def __init__(self, fd: int, features: tuple[str, ...]) -> None:
         """Wrap an open ruleset fd; use `read_only` to build one."""
@@ -149,7 +150,7 @@ class Ruleset:
 
     @property
     def fd(self) -> int:
-        """The ruleset fd; keep it open across the child's fd clean-up until `restrict_self`."""
+        """The ruleset fd, -1 once `restrict_self` or `close` has released it."""
         return self._fd
 
     def _allow_reading(self, path: str) -> None:
@@ -173,9 +174,9 @@ class Ruleset:
             os.close(parent)
 
     def restrict_self(self) -> None:
-        """Enforce the ruleset on the calling child (after no_new_privs), then close its fd copy.
+        """Enforce the ruleset on the calling process (after no_new_privs), then close its fd copy.
 
-        The zygote's own copy stays open for the next child; the program never sees one.
+        The zygote's own copy stays open; no spare, and so no program, ever holds one.
 
         Raises:
             OSError: landlock_restrict_self failed (EPERM without no_new_privs or CAP_SYS_ADMIN).

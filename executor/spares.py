@@ -72,14 +72,24 @@ def available() -> bool:
     return _SYS_CLONE is not None
 
 
-def start_fork_server(
-    task: Callable[[Pipes], NoReturn], *, close: tuple[int, ...] = ()
-) -> socket.socket:
+@dataclass(frozen=True, slots=True)
+class Life:
+    """What the fork server does for spares: the steps it takes once, then per spare."""
+
+    task: Callable[[Pipes], NoReturn]
+    """A spare's life in the spare: contain, `read_spec(...)`, run, exit."""
+    prepare: Callable[[], None]
+    """Run once in the fork server before its first clone: what every spare inherits."""
+    adopt: Callable[[int], None]
+    """Run in the fork server on each new spare's pid, before the zygote may use it."""
+
+
+def start_fork_server(life: Life, *, close: tuple[int, ...] = ()) -> socket.socket:
     """Fork the fork server now, while this process has seen no task; return its socket.
 
-    `task` is a spare's life: contain, `read_spec(...)`, run, exit. The fork server
-    keeps every descriptor it inherits except `close` and the caller's end of the
-    socket, so the caller must not have opened anything task-related yet.
+    The fork server keeps every descriptor it inherits except `close` and the
+    caller's end of the socket, so the caller must not have opened anything
+    task-related yet. If `life.prepare` fails, it exits without making a spare.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
@@ -87,7 +97,7 @@ def start_fork_server(
         ours.close()
         for fd in close:
             os.close(fd)
-        _serve(theirs, task)
+        _serve(theirs, life)
     theirs.close()
     return ours
 
@@ -137,11 +147,12 @@ def discard(spare: Spare) -> None:
             os.close(fd)
 
 
-def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
+def _serve(sock: socket.socket, life: Life) -> NoReturn:
     """The fork server's loop: a request in, a batch of spares out, until the socket closes."""
     try:
+        life.prepare()
         while sock.recv(16):
-            _send_batch(sock, task)
+            _send_batch(sock, life)
     except ConnectionError:
         pass  # the zygote is gone: so are we
     except OSError as exc:
@@ -150,13 +161,14 @@ def _serve(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> NoReturn:
         os._exit(0)
 
 
-def _send_batch(sock: socket.socket, task: Callable[[Pipes], NoReturn]) -> None:
+def _send_batch(sock: socket.socket, life: Life) -> None:
     pids: list[int] = []
     fds: list[int] = []
     for _ in range(BATCH):
-        pid, ends = _clone_spare(sock, task)
+        pid, ends = _clone_spare(sock, life.task)
         pids.append(pid)
         fds.extend(ends)
+        life.adopt(pid)
     try:
         socket.send_fds(sock, [marshal.dumps(pids)], fds)
     finally:

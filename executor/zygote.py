@@ -32,8 +32,10 @@ from potsandbox.executor.containment import (
     SPEC_FD,
     Pipes,
     Sandbox,
+    adopt,
     close_ranges,
     contain,
+    contain_fork_server,
     contain_zygote,
     limit,
 )
@@ -432,7 +434,7 @@ def _build_sandbox(workdir: str, unconfined: bool, pid_init: bool) -> tuple[Sand
         base_vm_bytes=_memory_size() + HEADROOM_BYTES,
         devnull=devnull,
         orphan_signal=not pid_init,
-        close_ranges=close_ranges(ruleset.fd if ruleset is not None else None),
+        close_ranges=close_ranges(),
     )
     return sandbox, layers
 
@@ -485,9 +487,12 @@ def main(argv: list[str] | None = None) -> None:
     preload.freeze()
     if not spares.available():
         raise SystemExit(f"refusing to start: no clone syscall number for {os.uname().machine}")
-    fork_server = spares.start_fork_server(
-        lambda pipes: _run_spare(sandbox, pipes), close=(sock.fileno(),)
+    life = spares.Life(
+        task=lambda pipes: _run_spare(sandbox, pipes),
+        prepare=lambda: contain_fork_server(sandbox),
+        adopt=adopt,
     )
+    fork_server = spares.start_fork_server(life, close=(sock.fileno(),))
     spares.request(fork_server)
     stock = spares.receive(fork_server)
     if stock is None:  # clone(CLONE_PARENT) refused, or the spares could not start

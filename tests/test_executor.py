@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import resource
 import signal
 import tempfile
 import time
@@ -25,6 +26,8 @@ from potsandbox.executor import (
     Limits,
     PoolConfig,
     Status,
+    containment,
+    spares,
 )
 from potsandbox.executor.pool import flavor_for
 
@@ -277,3 +280,19 @@ def test_signals_blocked_by_the_launcher_are_unblocked_for_tasks() -> None:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, inherited)
     assert result.status is Status.OK and result.answer == "[]", result
+
+
+def test_every_task_starts_with_the_fixed_limits_and_low_priority() -> None:
+    """Set on each spare by its fork server or by itself, before its program exists."""
+    expected = {which: (value, value) for which, value in containment.FIXED_LIMITS}
+    expected[resource.RLIMIT_NOFILE] = (containment.NOFILE, containment.NOFILE)
+    program = (
+        "import os, resource\n"
+        f"ans = ({{w: resource.getrlimit(w) for w in {sorted(expected)}}},"
+        " os.getpriority(os.PRIO_PROCESS, 0))"
+    )
+    with Executor(SMALL) as ex:
+        for imports in ("", "import numpy\n", "import sympy\n"):
+            for _ in range(2 * spares.BATCH):  # spares of several batches
+                result = ex.run(imports + program, convention="ans")
+                assert result.answer == repr((dict(sorted(expected.items())), 19)), result
