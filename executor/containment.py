@@ -12,7 +12,9 @@ copy-on-write faults by every task:
    descriptors and their limit, seccomp;
 5. the zygote, from outside, before it hands the spec over (`limit`): the request's
    CPU and memory limits.
-No spare reaches the zygote, and so no program runs, before steps 1-4 are done.
+Steps 3 and 4 may overlap; no program runs before all five are done: the fork server
+reports a spare to the zygote only after step 3, the zygote writes its spec only after
+step 5, and the spare reads it only after step 4.
 """
 
 from __future__ import annotations
