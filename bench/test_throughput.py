@@ -19,6 +19,7 @@ from throughput import (
     LEAN_ONLY,
     ceiling_rate,
     cold_rate,
+    deadline_lateness,
     floor_rates,
     gsm8k_programs,
     light_programs,
@@ -85,3 +86,11 @@ def test_cold_subprocess_per_program(benchmark: Any) -> None:
 def test_unisolated_persistent_pool(benchmark: Any) -> None:
     rate = benchmark.pedantic(lambda: pool_rate(ROWS), rounds=3, iterations=1)
     _record(benchmark, rate)
+
+
+def test_deadline_lateness_under_load(benchmark: Any) -> None:
+    """Runaway programs beside the light ones: how late their timeouts are reported (ms)."""
+    lateness = benchmark.pedantic(
+        lambda: asyncio.run(deadline_lateness(LIGHT[:1000])), rounds=3, iterations=1
+    )
+    benchmark.extra_info.update({f"lateness_ms_{k}": v for k, v in lateness.items()})
