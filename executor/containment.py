@@ -41,7 +41,7 @@ _libc_syscall = ctypes.CDLL(None, use_errno=True).syscall
 
 RESULT_FD = 1000
 """The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
-SPEC_FD = 1001
+SPEC_FD = RESULT_FD + 1
 """Where a contained spare waits for its spec; closed once read, before the program runs."""
 
 NOFILE = 64
@@ -66,8 +66,6 @@ class Sandbox:
     orphan_signal: bool
     """Ask for SIGKILL when the zygote dies. Not needed when the zygote is the init of
     the task's pid namespace: the kernel then kills the whole namespace with it."""
-    close_ranges: tuple[tuple[int, int], ...]
-    """Descriptor ranges a task closes: all but 0-2, the result and spec fds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +123,7 @@ def contain(sandbox: Sandbox, pipes: Pipes) -> None:
     os.setsid()
     if sandbox.orphan_signal:
         call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
-    _wire_descriptors(pipes, sandbox.devnull, sandbox.close_ranges)
+    _wire_descriptors(pipes, sandbox.devnull)
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))  # below RESULT_FD: after the dup
     if sandbox.seccomp is not None:
         sandbox.seccomp.install(os.getpid())
@@ -143,18 +141,11 @@ def limit(pid: int, sandbox: Sandbox, *, cpu_s: float, memory_mb: int) -> None:
     resource.prlimit(pid, resource.RLIMIT_AS, (memory, memory))
 
 
-def close_ranges() -> tuple[tuple[int, int], ...]:
-    """The [low, high) ranges that leave only 0-2, RESULT_FD and SPEC_FD open."""
-    ranges, low = [], 3
-    for fd in (RESULT_FD, SPEC_FD):
-        if fd > low:
-            ranges.append((low, fd))
-        low = max(low, fd + 1)
-    return (*ranges, (low, MAX_FD))
-
-
 MAX_FD = (1 << 31) - 1
 """os.closerange's upper bound: one close_range() call, whatever the limit."""
+CLOSE_RANGES = ((3, RESULT_FD), (SPEC_FD + 1, MAX_FD))
+"""The [low, high) descriptor ranges a task closes: all but 0-2, RESULT_FD and SPEC_FD
+(adjacent, so two ranges: two close_range() calls)."""
 
 
 class _CapHeader(ctypes.Structure):
@@ -174,14 +165,14 @@ def _drop_capabilities() -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def _wire_descriptors(pipes: Pipes, devnull: int, ranges: tuple[tuple[int, int], ...]) -> None:
+def _wire_descriptors(pipes: Pipes, devnull: int) -> None:
     """stdin from /dev/null, stdout/stderr to the parent's pipes, the result fd high up."""
     os.dup2(devnull, 0)
     os.dup2(pipes.stdout, 1)
     os.dup2(pipes.stderr, 2)
     os.dup2(pipes.result, RESULT_FD, inheritable=False)
     os.dup2(pipes.spec, SPEC_FD, inheritable=False)
-    for low, high in ranges:
+    for low, high in CLOSE_RANGES:
         os.closerange(low, high)
 
 

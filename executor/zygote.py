@@ -33,7 +33,6 @@ from potsandbox.executor.containment import (
     Pipes,
     Sandbox,
     adopt,
-    close_ranges,
     contain,
     contain_fork_server,
     contain_zygote,
@@ -434,7 +433,6 @@ def _build_sandbox(workdir: str, unconfined: bool, pid_init: bool) -> tuple[Sand
         base_vm_bytes=_memory_size() + HEADROOM_BYTES,
         devnull=devnull,
         orphan_signal=not pid_init,
-        close_ranges=close_ranges(),
     )
     return sandbox, layers
 
