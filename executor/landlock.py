@@ -7,7 +7,10 @@ handles every filesystem right the kernel's ABI knows and grants only reading be
 the given paths, so writes, creation, removal, truncation, device ioctls and reads
 elsewhere (/etc, /proc/<ppid>/environ, other tasks' files) fail with EACCES. With ABI
 >= 4 it also handles TCP bind/connect with no rule (both denied); with ABI >= 6 it
-scopes signals and abstract unix sockets to the task's own domain.
+scopes signals and abstract unix sockets to the domain. That domain is the fork
+server's, shared by its spares: scoping keeps a task from the zygote, the server and the
+host, while sibling tasks are kept apart by the syscall filter (signals only to the
+task's own pid, no sockets).
 
 The bindings are a few ctypes calls of syscalls 444-446: no suitable well-kept library
 exists on PyPI (the `landlock` package is a pre-release), and the zygote must not

@@ -1214,6 +1214,41 @@ def test_sigkill_to_other_processes_is_blocked_eperm(ex: Executor, target: str) 
     assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
 
 
+def test_sigkill_to_sibling_spares_is_blocked_eperm(ex: Executor) -> None:
+    # Siblings share the fork server's Landlock domain, so only the filter keeps them
+    # apart. Inside the zygote's pid namespace every pid belongs to this executor.
+    require(ex, "seccomp", "pidns")
+    reached(
+        "import os, subprocess, sys\n"
+        "sibling = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "os.kill(sibling.pid, 0)\n"
+        'print("REACHED")\n'
+        "sibling.kill()\n"
+        "sibling.wait()"
+    )
+    program = """
+    import os
+
+    me = os.getpid()
+    others = [pid for pid in range(2, me + 9) if pid != me]
+    refused = 0
+    for pid in others:
+        try:
+            os.kill(pid, 9)
+        except PermissionError:
+            refused += 1
+    ans = f"{refused} of {len(others)}"
+    """
+    before = zygote_pids(ex), ex.pool.restarts
+    result = run(ex, source(program))
+    assert result.status is Status.OK, show(result)
+    refused, _, tried = (result.answer or "").partition(" of ")
+    assert refused == tried and int(tried) >= 8, show(result)
+    assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
+    results = ex.map([BENIGN["lean"]] * 8)
+    assert all((r.status, r.answer) == (Status.OK, "42") for r in results), results
+
+
 def test_self_sigkill_is_crashed_not_timeout_or_memory(ex: Executor) -> None:
     result = run(ex, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     assert result.status is Status.CRASHED, show(result)
