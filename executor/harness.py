@@ -77,7 +77,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         exc.__traceback__ = None
         return MEMORY_FRAME | {"message": _safe_str(exc), "line": line}
     except BaseException as exc:  # the program's own failure is a result, not our fault
-        traceback.print_exception(exc)
+        _print_traceback(exc)
         return _error_frame(exc)
     finally:
         _flush_streams()
@@ -220,6 +220,15 @@ def _syntax_frame(exc: SyntaxError | ValueError) -> dict[str, Any]:
     }
 
 
+def _print_traceback(exc: BaseException) -> None:
+    """Print it as the interpreter prints a script's: from the program's first frame on,
+    without the harness's own, which would tell the program's author where we are installed."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+
+
 def _program_line(tb: types.TracebackType | None) -> int | None:
     line = None
     while tb is not None:
@@ -237,8 +246,14 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def _register_source(filename: str, source: str) -> None:
-    """Let tracebacks on stderr show the program's lines, as they would from a file."""
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    """Let tracebacks on stderr show the program's lines, as they would from a file.
+
+    linecache ends a file's last line with a newline; traceback counts it when it places
+    the carets, so an entry without it would shift them by one column on that line."""
+    lines = source.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[filename] = (len(source), None, lines, filename)
 
 
 def _flush_streams() -> None:

@@ -410,6 +410,44 @@ def test_the_program_ends_as_a_script_does_threads_then_atexit(ex: Executor, end
     assert plain.stderr.count("ZeroDivisionError") == result.stderr.count("ZeroDivisionError")
 
 
+TRACEBACKS = {
+    "nested_calls": """
+    def ratio(a, b):
+        return a / b
+
+    def solution():
+        return ratio(3, 0)
+
+    ans = solution()
+    """,
+    "chained": """
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        raise ValueError("no such item") from exc
+    """,
+    "during_handling": "try:\n    int('x')\nexcept ValueError:\n    print(undefined)",
+    "final_expression": "values = [1, 2]\nvalues[5]",
+}
+
+
+@pytest.mark.parametrize("case", list(TRACEBACKS))
+def test_a_failing_programs_traceback_is_the_one_plain_python_prints(
+    ex: Executor, case: str, tmp_path: Path
+) -> None:
+    """As for a script file: frame for frame, source lines included; only its name differs."""
+    program = textwrap.dedent(TRACEBACKS[case])
+    script = tmp_path / "program.py"
+    script.write_text(program)
+    plain = subprocess.run(
+        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60
+    )
+    result = run(ex, program)
+    assert result.status is Status.ERROR, show(result)
+    assert plain.stderr.count("Traceback") >= 1, plain.stderr
+    assert result.stderr == plain.stderr.replace(str(script), "<program>")
+
+
 def test_10_kb_of_output_is_kept_whole(ex: Executor) -> None:
     program = "for i in range(1000):\n    print(f'{i:09d}')"
     result = run(ex, program, convention="stdout")
