@@ -12,8 +12,8 @@ import atexit
 import builtins
 import contextlib
 import errno
+import json
 import linecache
-import marshal
 import mmap
 import os
 import sys
@@ -23,12 +23,16 @@ from collections.abc import Callable
 from typing import Any
 
 from potsandbox.executor.conventions import Kind
-from potsandbox.executor.render import as_number, render
+from potsandbox.executor.render import MAX_MESSAGE_CHARS, as_number, render
 
 PROGRAM_FILE = "<program>"
 PRELUDE_FILE = "<prelude>"
 
 _MISSING: Any = object()
+
+_dumps = json.dumps
+"""Bound before any program runs: one that rebinds `json.dumps` for its own use (say,
+with `default=str`) must not change how its answer is reported."""
 
 
 MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message": "", "line": None}
@@ -104,8 +108,11 @@ def shut_down() -> None:
 
 
 def write_frame(fd: int, frame: dict[str, Any]) -> None:
-    """Send the frame to the parent and close the channel before the slow exit."""
-    data = marshal.dumps(frame)
+    """Send the frame to the parent and close the channel before the slow exit.
+
+    JSON, not marshal: the parent decodes what a hostile program may have written in
+    its place, and a few marshal bytes can make the decoder allocate gigabytes."""
+    data = _dumps(frame).encode()
     view = memoryview(len(data).to_bytes(4, "big") + data)
     while view:
         written = os.write(fd, view)
@@ -240,7 +247,7 @@ def _program_line(tb: types.TracebackType | None) -> int | None:
 
 def _safe_str(exc: BaseException) -> str:
     try:
-        return str(exc)[:4096]
+        return str(exc)[:MAX_MESSAGE_CHARS]
     except Exception:  # a hostile __str__ must not hide the error itself
         return f"<unprintable {type(exc).__name__}>"
 

@@ -11,6 +11,9 @@ from typing import Any
 MAX_ANSWER_CHARS = 2000
 """Longer renderings are cut, as the reference run's `observed` was."""
 
+MAX_MESSAGE_CHARS = 4096
+"""Error messages are cut here, by the task and again by the parent."""
+
 FLOAT_OVERFLOW = 2**1024
 """Integers beyond float range were recorded as "<int too large>" by the reference run."""
 

@@ -3,21 +3,30 @@
 The parent decides the status from the wait status, rusage, its own timer and byte
 counts. The result frame written inside the task only supplies what the program
 could have chosen anyway (its answer, its exception), and only when the process
-exited normally with status 0 after writing exactly one well-formed frame.
+exited normally with status 0 after writing exactly one well-formed frame. A hostile
+program can write any bytes in that frame's place, so decoding it is total: JSON (linear
+in its input), and every field checked for type, range and length before it is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import marshal
+import json
 import os
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from potsandbox.executor.channel import CONTAINED
 from potsandbox.executor.conventions import Kind
+from potsandbox.executor.render import MAX_ANSWER_CHARS, MAX_MESSAGE_CHARS
 from potsandbox.executor.result import Status
+
+MAX_NAME_CHARS = 200
+"""An exception type or convention name longer than this is cut."""
+MAX_LINE = 2**31 - 1
+"""Line numbers travel as int32."""
 
 CPU_LIMIT_SHARE = 0.5
 """A SIGXCPU/SIGKILL death after this share of the CPU limit is the limit, not a crash: the
@@ -106,12 +115,12 @@ def _exited_early(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
 
 def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
     kind = frame.get("kind")
-    convention = str(frame.get("convention", ""))
+    convention = _text(frame.get("convention"), MAX_NAME_CHARS) or ""
     if kind == "answer":
         return {
             "status": Status.OK,
             "convention": convention,
-            "answer": _text(frame.get("answer")),
+            "answer": _text(frame.get("answer"), MAX_ANSWER_CHARS),
             "answer_number": _number(frame.get("number")),
         }
     if kind == "stdout":
@@ -130,12 +139,13 @@ def _uncontained(data: bytes) -> dict[str, Any]:
     """The task never reached its program: only a containment failure can be reported."""
     frame = _parse_frame(data)
     if frame and frame.get("kind") == "internal":
-        return _fail(Status.CRASHED, "SandboxError", _text(frame.get("message")) or "")
+        message = _text(frame.get("message"), MAX_MESSAGE_CHARS) or ""
+        return _fail(Status.CRASHED, "SandboxError", message)
     return _fail(Status.CRASHED, "SandboxError", "the task ended before its program started")
 
 
 def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
-    error_type = _text(frame.get("type")) or "Exception"
+    error_type = _text(frame.get("type"), MAX_NAME_CHARS) or "Exception"
     status = Status.SYNTAX_ERROR if syntax else Status.ERROR
     if error_type == "MemoryError":
         status = Status.MEMORY_LIMIT
@@ -145,8 +155,8 @@ def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
     return {
         "status": status,
         "error_type": error_type,
-        "error_message": _text(frame.get("message")),
-        "error_line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+        "error_message": _text(frame.get("message"), MAX_MESSAGE_CHARS),
+        "error_line": line if _is_int(line) and 0 < line <= MAX_LINE else None,
     }
 
 
@@ -171,20 +181,30 @@ def _parse_frame(data: bytes) -> dict[str, Any] | None:
     if len(data) != 4 + size:
         return None
     try:
-        frame = marshal.loads(data[4:])
-    except (EOFError, ValueError, TypeError):
+        frame = json.loads(data[4:])
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, too deep, too many digits
         return None
     return frame if isinstance(frame, dict) and frame else None
 
 
-def _text(value: object) -> str | None:
-    if value is None:
+def _text(value: object, limit: int) -> str | None:
+    if not isinstance(value, str):
         return None
-    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else None
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, float | int) and not isinstance(value, bool) else None
+    """The task sends a float; an int is accepted while it fits one."""
+    if isinstance(value, float):
+        return value
+    if _is_int(value):
+        with contextlib.suppress(OverflowError):
+            return float(value)
+    return None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse_float(text: str) -> float | None:

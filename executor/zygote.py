@@ -16,7 +16,7 @@ import collections
 import contextlib
 import heapq
 import itertools
-import marshal
+import json
 import os
 import select
 import signal
@@ -377,7 +377,7 @@ def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, 
     stamps = {"handed_over": task.started, "exit_seen": ended}
     stamps |= {"drained": drained, "reaped": time.monotonic()}
     with contextlib.suppress(Exception):
-        spec_read, ran = marshal.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
+        spec_read, ran = json.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
         stamps |= {"spec_read": spec_read, "ran": ran}
     return stamps
 

@@ -1477,11 +1477,11 @@ def test_garbage_written_to_fds_3_to_64_cannot_forge_the_verdict(ex: Executor) -
 
 def test_answer_frame_smuggled_into_the_result_fd_never_replaces_the_answer(ex: Executor) -> None:
     program = """
-    import marshal
+    import json
     import os
 
-    fake = marshal.dumps({"kind": "answer", "convention": "variable:ans", "answer": "999",
-                          "number": 999.0})
+    fake = json.dumps({"kind": "answer", "convention": "variable:ans", "answer": "999",
+                       "number": 999.0}).encode()
     os.write(1000, len(fake).to_bytes(4, "big") + fake)
     ans = 42
     """
@@ -1495,18 +1495,18 @@ def test_answer_frame_smuggled_into_the_result_fd_never_replaces_the_answer(ex: 
 
 FORGED_INTERNAL = {
     "written to the result fd": """
-        import marshal
+        import json
         import os
 
-        fake = marshal.dumps({"kind": "internal", "message": "containment: forged"})
+        fake = json.dumps({"kind": "internal", "message": "containment: forged"}).encode()
         os.write(1000, len(fake).to_bytes(4, "big") + fake)
         os._exit(0)
         """,
-    "patched marshal.dumps": """
-        import marshal
+    "patched json.dumps": """
+        import json
 
-        real = marshal.dumps
-        marshal.dumps = lambda frame: real({"kind": "internal", "message": "forged"})
+        real = json.dumps
+        json.dumps = lambda frame: real({"kind": "internal", "message": "forged"})
         ans = 42
         """,
 }
@@ -1518,6 +1518,67 @@ def test_program_cannot_claim_a_sandbox_internal_error(ex: Executor, route: str)
     result = run(ex, textwrap.dedent(FORGED_INTERNAL[route]))
     assert result.error_type != "SandboxError", show(result)
     assert "forged" not in (result.error_message or ""), show(result)
+
+
+FORGED_FRAME = """
+import os
+
+os.write(1000, len(PAYLOAD).to_bytes(4, "big") + PAYLOAD)
+os._exit(0)
+"""
+"""Writes PAYLOAD as the task's one result frame and ends before the harness reports."""
+
+ANSWER = {"kind": "answer", "convention": "variable:ans", "answer": "1", "number": 1.0}
+ERROR = {"kind": "error", "type": "ValueError", "message": "m", "line": 3}
+
+
+def _frame(base: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps(base | fields).encode()
+
+
+FORGED_FRAMES: dict[str, tuple[bytes, dict[str, Any]]] = {
+    # marshal's tuple type with 2**28 slots: 5 bytes that made a marshal decoder fill 2 GiB
+    "marshal_allocation_bomb": (b"(" + (1 << 28).to_bytes(4, "little"), {
+        "status": Status.CRASHED, "error_type": "MalformedResult"}),
+    "nesting_beyond_the_recursion_limit": (b"[" * 200_000, {
+        "status": Status.CRASHED, "error_type": "MalformedResult"}),
+    "not_utf8": (b'{"kind": "answer", "answer": "\xff"}', {
+        "status": Status.CRASHED, "error_type": "MalformedResult"}),
+    "number_beyond_float_range": (
+        b'{"kind": "answer", "convention": "variable:ans", "answer": "1", "number": 1'
+        + b"0" * 400 + b"}",
+        {"status": Status.OK, "answer": "1", "answer_number": None}),
+    "line_beyond_int32": (_frame(ERROR, line=2**40), {
+        "status": Status.ERROR, "error_type": "ValueError", "error_line": None}),
+    "answer_beyond_the_cap": (_frame(ANSWER, answer="7" * 900_000), {
+        "status": Status.OK, "answer": "7" * 2000}),
+    "fields_of_the_wrong_type": (
+        _frame(ERROR, type=["ValueError"], message={"m": 1}, line="3", errno="1"),
+        {"status": Status.ERROR, "error_type": "Exception", "error_message": None,
+         "error_line": None}),
+}  # fmt: skip
+"""What a program can write in place of the harness's frame, and the Result it must get."""
+
+
+def _peak_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+@pytest.mark.parametrize("case", list(FORGED_FRAMES))
+def test_a_forged_result_frame_is_checked_field_by_field_and_harms_no_zygote(
+    ex: Executor, case: str
+) -> None:
+    payload, expected = FORGED_FRAMES[case]
+    before = zygote_pids(ex), ex.pool.restarts
+    peaks = {pid: _peak_rss_kb(pid) for pid in before[0]}
+    result = run(ex, source(FORGED_FRAME, PAYLOAD=payload))
+    assert {field: getattr(result, field) for field in expected} == expected, show(result)
+    assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
+    grown = {pid: _peak_rss_kb(pid) - peak for pid, peak in peaks.items()}
+    assert max(grown.values()) < 64 << 10, f"a zygote's peak memory grew (KiB): {grown}"
 
 
 def test_closing_the_result_fd_is_error_not_ok(ex: Executor) -> None:
