@@ -12,13 +12,13 @@ import atexit
 import builtins
 import contextlib
 import errno
-import json
 import linecache
 import mmap
 import os
 import sys
 import traceback
 import types
+from _json import encode_basestring_ascii, make_encoder
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +30,17 @@ PRELUDE_FILE = "<prelude>"
 
 _MISSING: Any = object()
 
-_dumps = json.dumps
-"""Bound before any program runs: one that rebinds `json.dumps` for its own use (say,
-with `default=str`) must not change how its answer is reported."""
+
+def _unencodable(value: object) -> None:
+    raise TypeError(f"{type(value).__name__} in a result frame")
+
+
+_encode_frame = make_encoder(
+    None, _unencodable, encode_basestring_ascii, None, ": ", ", ", False, False, True
+)
+"""json.dumps's own C encoder, built once in the zygote: one C call per task, where
+json.dumps runs four Python functions whose first calls each copy pages (60 against 20
+microseconds in a fresh child), and untouched by a program that rebinds `json.dumps`."""
 
 
 MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message": "", "line": None}
@@ -112,7 +120,7 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
 
     JSON, not marshal: the parent decodes what a hostile program may have written in
     its place, and a few marshal bytes can make the decoder allocate gigabytes."""
-    data = _dumps(frame).encode()
+    data = "".join(_encode_frame(frame, 0)).encode()
     view = memoryview(len(data).to_bytes(4, "big") + data)
     while view:
         written = os.write(fd, view)
