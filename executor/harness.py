@@ -68,6 +68,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         prelude_code = compile(prelude, PRELUDE_FILE, "exec") if prelude else None
         body, last_expr = _compile_program(program, kind)
     except (SyntaxError, ValueError) as exc:
+        traceback.print_exception(type(exc), exc, None)  # as the interpreter: no traceback
         return _syntax_frame(exc)
     namespace = _fresh_main()
     _reseed()
@@ -89,7 +90,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         exc.__traceback__ = None
         return MEMORY_FRAME | {"message": _safe_str(exc), "line": line}
     except BaseException as exc:  # the program's own failure is a result, not our fault
-        _print_traceback(exc)
+        _print_uncaught(exc)
         return _error_frame(exc)
     finally:
         _flush_streams()
@@ -235,9 +236,18 @@ def _syntax_frame(exc: SyntaxError | ValueError) -> dict[str, Any]:
     }
 
 
-def _print_traceback(exc: BaseException) -> None:
-    """Print it as the interpreter prints a script's: from the program's first frame on,
-    without the harness's own, which would tell the program's author where we are installed."""
+def _print_uncaught(exc: BaseException) -> None:
+    """Print what the interpreter prints when the exception ends a script.
+
+    SystemExit prints no traceback, only a code that is not an int. Any other prints its
+    traceback from the program's first frame on, without the harness's own frame, which
+    would tell the program's author where we are installed.
+    """
+    if isinstance(exc, SystemExit):
+        if not isinstance(exc.code, int):
+            with contextlib.suppress(Exception):  # a hostile __str__ changes nothing here
+                print(exc.code, file=sys.stderr)
+        return
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
