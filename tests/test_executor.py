@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import resource
 import signal
@@ -46,25 +45,24 @@ def _ended(process: psutil.Process) -> bool:
         return True
 
 
-def _work_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "potsandbox-*")))
-
-
 def _descendants() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
-    before, fds, dirs = _descendants(), _fds(), _work_dirs()  # other tests' helpers may live on
+    before, fds = _descendants(), _fds()  # other tests' helpers may live on
     with Executor(SMALL) as ex:
         assert ex.run("ans = 6 * 7", convention="ans").answer == "42"
         assert _descendants() - before, "zygotes run while started"
+        workdir = ex.run("import os\nprint(os.getcwd())", convention="stdout").answer
+        assert workdir and workdir.startswith(os.path.join(tempfile.gettempdir(), "potsandbox-"))
+        assert os.path.isdir(workdir)
     deadline = time.monotonic() + 5
     while _descendants() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _descendants() - before == set()
     assert _fds() <= fds
-    assert _work_dirs() <= dirs
+    assert not os.path.exists(workdir), "the tasks' working directory outlived the executor"
 
 
 def test_submit_returns_futures_and_map_keeps_order() -> None:
