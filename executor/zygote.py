@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     contain_zygote()
     for name in ("PYTHONMALLOC", "GLIBC_TUNABLES"):
         os.environ.pop(name, None)
+    harness.warm_up()
     sys.stdout.flush()
     preload.freeze()
     if not spares.available():
