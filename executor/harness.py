@@ -98,13 +98,15 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
 
 
 WARM_UP_PROGRAMS = (
-    "def solution():\n    return sum(i * i for i in range(10)) / 7",
-    "values = [1, 2.5, 'three']\nans = {'values': values, 'n': len(values)}",
-    "from fractions import Fraction\nFraction(6, 7) * 7",
-    "def f(n):\n    return 1 / n\n\nans = f(0)",
-    "ans = (",
+    ("def solution():\n    return sum(i * i for i in range(10)) / 7", Kind.AUTO),
+    ("def solution():\n    return 6 * 7", Kind.CALL),
+    ("values = [1, 2.5, 'three']\nans = {'values': values, 'n': len(values)}", Kind.VARIABLE),
+    ("from fractions import Fraction\nFraction(6, 7) * 7", Kind.LAST_EXPR),
+    ("x = 6 * 7", Kind.STDOUT),
+    ("def f(n):\n    return 1 / n\n\nans = f(0)", Kind.AUTO),
+    ("ans = (", Kind.AUTO),
 )
-"""The task path's branches: each convention, containers, an error, a syntax error."""
+"""The task path's branches: every convention, containers, an error, a syntax error."""
 
 WARM_UP_ROUNDS = 8
 """CPython 3.11 quickens a function's bytecode after 8 calls, writing to its code object."""
@@ -122,8 +124,8 @@ def warm_up() -> None:
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             for _ in range(WARM_UP_ROUNDS):
-                for program in WARM_UP_PROGRAMS:
-                    frame = run(program, "", Kind.AUTO, "ans")
+                for program, kind in WARM_UP_PROGRAMS:
+                    frame = run(program, "", kind, "solution" if kind is Kind.CALL else "ans")
                     read_end, write_end = os.pipe()
                     write_frame(write_end, frame)
                     os.close(read_end)
