@@ -7,7 +7,7 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/potsandbox
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY executor ./executor
 COPY client ./client
 COPY proto ./proto
