@@ -1024,7 +1024,7 @@ def readable(address):
 
 
 objects = gc.get_objects() + [v for m in list(sys.modules.values()) for v in vars(m).values()]
-regions = {id(o) >> 20 for o in objects}
+regions = {(id(o) >> 20) + k for o in objects for k in (0, 1)}  # and where it may end
 del objects
 hits = 0
 for region in regions:
@@ -1033,8 +1033,9 @@ for region in regions:
             hits += ctypes.string_at(page << 12, 4096).count(needle)
 print("hits", hits)
 """
-"""Counts NEEDLE's bytes in every readable page of each 1 MiB region holding a live object:
-freed memory too, not just live objects. The needle is built from a list of ints, so
+"""Counts NEEDLE's bytes in every readable page of each 1 MiB region holding the start of
+a live object, and of the region after it (an object that starts near a boundary ends
+beyond it): freed memory too, not just live objects. The needle is built from a list of ints, so
 its one live copy is the only hit a clean process has."""
 
 HANDLED_THEN_FORKED = """
