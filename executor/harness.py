@@ -69,7 +69,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         prelude_code = compile(prelude, PRELUDE_FILE, "exec") if prelude else None
         body, last_expr = _compile_program(program, kind)
     except (SyntaxError, ValueError) as exc:
-        traceback.print_exception(type(exc), exc, None)  # as the interpreter: no traceback
+        _print_uncaught(exc)
         return _syntax_frame(exc)
     namespace = _fresh_main()
     _reseed()
@@ -279,8 +279,9 @@ def _print_uncaught(exc: BaseException) -> None:
     """Print what the interpreter prints when the exception ends a script.
 
     SystemExit prints no traceback, only a code that is not an int. Any other prints its
-    traceback from the program's first frame on, without the harness's own frame, which
-    would tell the program's author where we are installed.
+    traceback from the program's first frame on, never the harness's frames, which would
+    tell the program's author where we are installed: a syntax error in the program
+    itself has none of the program's, so it prints bare, as the interpreter prints it.
     """
     if isinstance(exc, SystemExit):
         if not isinstance(exc.code, int):
@@ -290,7 +291,7 @@ def _print_uncaught(exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+    traceback.print_exception(type(exc), exc, tb)
 
 
 def _program_line(tb: types.TracebackType | None) -> int | None:
