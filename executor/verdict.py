@@ -94,7 +94,7 @@ def _signalled(signum: int, cpu_time_s: float, cpu_s: float) -> dict[str, Any]:
 def _exited(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
     if not obs.frame.startswith(CONTAINED):
         return _uncontained(obs.frame)
-    frame = _parse_frame(obs.frame[len(CONTAINED) :])
+    frame = parse_frame(obs.frame[len(CONTAINED) :])
     if frame is None:
         return _fail(Status.CRASHED, "MalformedResult", "the result channel held garbage")
     if not frame:
@@ -137,7 +137,7 @@ def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
 
 def _uncontained(data: bytes) -> dict[str, Any]:
     """The task never reached its program: only a containment failure can be reported."""
-    frame = _parse_frame(data)
+    frame = parse_frame(data)
     if frame and frame.get("kind") == "internal":
         message = _text(frame.get("message"), MAX_MESSAGE_CHARS) or ""
         return _fail(Status.CRASHED, "SandboxError", message)
@@ -173,8 +173,10 @@ def _stdout_answer(stdout: bytes) -> dict[str, Any]:
     }
 
 
-def _parse_frame(data: bytes) -> dict[str, Any] | None:
-    """{} when no frame was written, None when the bytes are not exactly one frame."""
+def parse_frame(data: bytes) -> dict[str, Any] | None:
+    """{} when no frame was written, None when the bytes are not exactly one frame.
+
+    The one decoder of what a task wrote after its CONTAINED mark."""
     if not data:
         return {}
     size = int.from_bytes(data[:4], "big")

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import heapq
 import itertools
-import json
 import os
 import select
 import signal
@@ -377,7 +376,7 @@ def _trace(task: Task, frame: bytes, ended: float, drained: float) -> dict[str, 
     stamps = {"handed_over": task.started, "exit_seen": ended}
     stamps |= {"drained": drained, "reaped": time.monotonic()}
     with contextlib.suppress(Exception):
-        spec_read, ran = json.loads(frame[len(channel.CONTAINED) + 4 :])["trace"]
+        spec_read, ran = (verdict.parse_frame(frame[len(channel.CONTAINED) :]) or {})["trace"]
         stamps |= {"spec_read": spec_read, "ran": ran}
     return stamps
 
