@@ -410,7 +410,7 @@ def test_the_program_ends_as_a_script_does_threads_then_atexit(ex: Executor, end
     assert plain.stderr.count("ZeroDivisionError") == result.stderr.count("ZeroDivisionError")
 
 
-TRACEBACKS = {
+ENDED_BY_AN_EXCEPTION = {
     "nested_calls": """
     def ratio(a, b):
         return a / b
@@ -437,13 +437,13 @@ TRACEBACKS = {
 """Programs that end on an exception: tracebacks, syntax errors, SystemExit."""
 
 
-@pytest.mark.parametrize("case", list(TRACEBACKS))
+@pytest.mark.parametrize("case", list(ENDED_BY_AN_EXCEPTION))
 def test_a_failing_program_prints_what_plain_python_prints(
     ex: Executor, case: str, tmp_path: Path
 ) -> None:
     """As for a script file: frame for frame, source lines and carets included, the bare
     syntax error, SystemExit's message or nothing; only the file's name differs."""
-    program = textwrap.dedent(TRACEBACKS[case])
+    program = textwrap.dedent(ENDED_BY_AN_EXCEPTION[case])
     script = tmp_path / "program.py"
     script.write_text(program)
     plain = subprocess.run(
