@@ -8,6 +8,8 @@ import resource
 import signal
 import tempfile
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -27,6 +29,7 @@ from potsandbox.executor import (
     Status,
     containment,
     spares,
+    zygote,
 )
 from potsandbox.executor.pool import flavor_for
 
@@ -294,3 +297,40 @@ def test_every_task_starts_with_the_fixed_limits_and_low_priority() -> None:
             for _ in range(2 * spares.BATCH):  # spares of several batches
                 result = ex.run(imports + program, convention="ans")
                 assert result.answer == repr((dict(sorted(expected.items())), 19)), result
+
+
+def test_a_lean_task_maps_no_library_the_zygote_needs_only_to_start() -> None:
+    """Every library the zygote maps is copied into each task's fork and torn down at its
+    exit; the zygote's own start-up (its command line) must not add any."""
+    program = "import sys\nans = sorted(m for m in STARTUP_ONLY if m in sys.modules)"
+    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+        result = ex.run(f"STARTUP_ONLY = {STARTUP_ONLY_MODULES!r}\n{program}", convention="ans")
+        images = [Path(f"/proc/{pid}/maps").read_text() for pid in _descendants()]
+        later = ex.run("import zlib\nans = zlib.crc32(b'pot')", convention="ans")
+    assert result.status is Status.OK and result.answer == "[]", result
+    mapped = {lib for lib in ("libz.so", "libbz2.so", "liblzma.so") for m in images if lib in m}
+    assert images and not mapped, mapped
+    assert later.answer == str(zlib.crc32(b"pot")), later  # still importable by a program
+
+
+STARTUP_ONLY_MODULES = ("argparse", "shutil", "zlib", "_bz2", "_lzma")
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--workdir", "/w"], "--fd"),
+        (["--fd", "x", "--workdir", "/w"], "--fd"),
+        (["--fd", "3"], "--workdir"),
+        (["--fd", "3", "--workdir", "/w", "--flavor", "big"], "--flavor"),
+        (["--fd", "3", "--workdir", "/w", "--bogus"], "--bogus"),
+    ],
+)
+def test_a_zygote_started_with_bad_options_exits_naming_the_option(
+    argv: list[str], named: str
+) -> None:
+    with pytest.raises(SystemExit, match=named):
+        zygote.parse_options(argv)
+    assert zygote.parse_options(["--fd", "3", "--workdir", "/w", "--no-namespaces"]) == (
+        zygote.Options(fd=3, workdir="/w", no_namespaces=True)
+    )
