@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -35,7 +37,8 @@ class LimitPolicy:
 
     def __post_init__(self) -> None:
         for f in fields(Limits):
-            if getattr(self.default, f.name) > getattr(self.maximum, f.name):
+            default = check(f.name, getattr(self.default, f.name))
+            if default > check(f.name, getattr(self.maximum, f.name)):
                 raise LimitError(f.name, f"default {f.name} is above the maximum")
 
     def resolve(
@@ -49,7 +52,8 @@ class LimitPolicy:
         """Fill unset limits from the defaults and check each against the maximum.
 
         Raises:
-            LimitError: a limit is not positive, or above the maximum without `clamp`.
+            LimitError: a limit of the wrong type, not finite, not positive, or above the
+                maximum without `clamp`.
         """
         requested = {
             "timeout_s": timeout_s,
@@ -61,8 +65,7 @@ class LimitPolicy:
         for name, value in requested.items():
             if value is None:
                 continue
-            if value <= 0:
-                raise LimitError(name, f"{name} must be positive, got {value}")
+            value = check(name, value)
             ceiling = getattr(self.maximum, name)
             if value > ceiling:
                 if not self.clamp:
@@ -70,3 +73,30 @@ class LimitPolicy:
                 value = ceiling
             chosen[name] = value
         return replace(self.default, **chosen)
+
+
+WHOLE = frozenset({"memory_mb", "output_bytes"})
+"""The limits counted in whole units; the others are seconds, fractions allowed."""
+
+
+def check(name: str, value: object) -> float:
+    """`value` as a limit named `name`: a positive finite int or float, whole where it counts.
+
+    NaN would pass both `<= 0` and `> maximum` and then disarm a deadline or break the
+    zygote's arithmetic, so every limit is checked here, the one gate for the Python
+    API, the wire and the server's own configuration.
+
+    Raises:
+        LimitError: `value` is not such a number.
+    """
+    number: float
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # True is no limit
+        number = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and name not in WHOLE:
+        number = float(value)
+    else:
+        wanted = "an integer" if name in WHOLE else "a number"
+        raise LimitError(name, f"{name} must be {wanted}, got {value!r}")
+    if not math.isfinite(number) or number <= 0:
+        raise LimitError(name, f"{name} must be positive and finite, got {value}")
+    return number

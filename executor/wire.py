@@ -9,7 +9,6 @@ INVALID_ARGUMENT) and `result_to_proto` to answer; the client calls
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -206,29 +205,15 @@ def _resolve_limits(msg: pb.Limits | None, policy: LimitPolicy) -> Limits:
     """
     if msg is None:
         return policy.resolve()
-    timeout_s = msg.timeout_s if msg.HasField("timeout_s") else None
-    cpu_s = msg.cpu_s if msg.HasField("cpu_s") else None
-    _require_finite("timeout_s", timeout_s)
-    _require_finite("cpu_s", cpu_s)
     try:
         return policy.resolve(
-            timeout_s=timeout_s,
-            cpu_s=cpu_s,
+            timeout_s=msg.timeout_s if msg.HasField("timeout_s") else None,
+            cpu_s=msg.cpu_s if msg.HasField("cpu_s") else None,
             memory_mb=msg.memory_mb if msg.HasField("memory_mb") else None,
             output_bytes=msg.output_bytes if msg.HasField("output_bytes") else None,
         )
     except LimitError as e:
         raise RequestError(f"limits.{e.field}", str(e)) from None
-
-
-def _require_finite(field: str, value: float | None) -> None:
-    """Reject NaN and infinity, which would slip through the policy's `<= 0` and `> max` checks.
-
-    Raises:
-        RequestError: `value` is set and not finite.
-    """
-    if value is not None and not math.isfinite(value):
-        raise RequestError(f"limits.{field}", f"{field} must be a finite number, got {value}")
 
 
 def result_to_proto(result: Result) -> pb.ExecuteResponse:

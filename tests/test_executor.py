@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 import signal
@@ -91,6 +92,31 @@ def test_limits_above_the_policy_maximum_are_refused_with_the_field() -> None:
     with Executor(SMALL, policy) as ex, pytest.raises(LimitError) as caught:
         ex.run("ans = 1", limits=Limits(timeout_s=11))
     assert caught.value.field == "timeout_s"
+
+
+BAD_LIMITS = [
+    pytest.param("timeout_s", math.nan, id="nan-timeout"),
+    pytest.param("cpu_s", math.nan, id="nan-cpu"),
+    pytest.param("cpu_s", -math.inf, id="minus-infinite-cpu"),
+    pytest.param("memory_mb", 1.5, id="fractional-memory"),
+    pytest.param("output_bytes", 1000.5, id="fractional-output"),
+    pytest.param("timeout_s", "5", id="text-timeout"),
+    pytest.param("timeout_s", True, id="bool-timeout"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_LIMITS)
+def test_a_malformed_limit_is_refused_naming_the_field_and_harms_no_zygote(
+    field: str, value: object
+) -> None:
+    """NaN passes both `<= 0` and `> maximum`: it disarmed the deadline (timeout) or
+    killed the zygote twice over (CPU, and a fractional memory budget)."""
+    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+        with pytest.raises(LimitError) as caught:
+            ex.run("ans = 1", limits=Limits(**{field: value}))  # type: ignore[arg-type]
+        after = ex.run("ans = 6 * 7", convention="ans", limits=Limits(memory_mb=np.int64(256)))
+        assert caught.value.field == field, caught.value
+        assert after.answer == "42" and ex.pool.restarts == 0, after
 
 
 @pytest.mark.parametrize(
