@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from potsandbox.executor.conventions import Convention
-from potsandbox.executor.errors import ExecutorClosed
+from potsandbox.executor.errors import ConfigError, ExecutorClosed
 from potsandbox.executor.limits import LimitPolicy, Limits
 from potsandbox.executor.pool import PoolConfig, ZygotePool
 from potsandbox.executor.result import Result
@@ -48,11 +48,20 @@ class AsyncExecutor:
         """Run one program and return its Result (program failures are results, not errors).
 
         Raises:
-            LimitError: `limits` exceed the policy's maximum.
-            ConfigError: unknown convention.
+            LimitError: `limits` exceed the policy's maximum, or are not numbers.
+            ConfigError: unknown convention, or an argument of the wrong type.
         """
+        _require_text("program", program)
+        _require_text("prelude", prelude or "")
+        _require_text("task_id", task_id)
         if isinstance(convention, str):
             convention = Convention.parse(convention)
+        elif not isinstance(convention, Convention):
+            raise ConfigError(
+                "convention", f"convention must be a str or Convention, got {convention!r}"
+            )
+        if limits is not None and not isinstance(limits, Limits):
+            raise ConfigError("limits", f"limits must be Limits, got {type(limits).__name__}")
         resolved = self._resolve(limits)
         return await self.pool.run(
             program, prelude=prelude or "", convention=convention, limits=resolved, task_id=task_id
@@ -171,3 +180,13 @@ class Executor:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _require_text(field: str, value: object) -> None:
+    """A program reaches its task as text; anything else would fail there, as an exit of 70.
+
+    Raises:
+        ConfigError: `value` is not a str.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(field, f"{field} must be a str, got {type(value).__name__}")

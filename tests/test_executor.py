@@ -119,6 +119,28 @@ def test_a_malformed_limit_is_refused_naming_the_field_and_harms_no_zygote(
         assert after.answer == "42" and ex.pool.restarts == 0, after
 
 
+BAD_ARGUMENTS = [
+    pytest.param({"program": b"ans = 1"}, "program", id="bytes-program"),
+    pytest.param({"program": None}, "program", id="no-program"),
+    pytest.param({"program": "ans = 1", "prelude": b"x = 1"}, "prelude", id="bytes-prelude"),
+    pytest.param({"program": "ans = 1", "convention": 42}, "convention", id="int-convention"),
+    pytest.param({"program": "ans = 1", "task_id": 5}, "task_id", id="int-task-id"),
+    pytest.param({"program": "ans = 1", "limits": {"timeout_s": 1}}, "limits", id="dict-limits"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "field"), BAD_ARGUMENTS)
+def test_an_argument_of_the_wrong_type_is_refused_naming_it(
+    arguments: dict[str, object], field: str
+) -> None:
+    """Before the check, a bytes program reached its task and ended as `error`, exit 70."""
+    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+        with pytest.raises(ConfigError) as caught:
+            ex.run(**arguments)  # type: ignore[arg-type]
+        assert caught.value.field == field, caught.value
+        assert ex.run("ans = 6 * 7", convention="ans").answer == "42"
+
+
 @pytest.mark.parametrize(
     ("program", "flavor"),
     [
