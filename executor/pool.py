@@ -92,7 +92,11 @@ class PoolConfig:
     lean_zygotes: int = max(1, os.cpu_count() or 1)
     """Zygotes with only the standard library preloaded, for programs that import nothing heavy."""
     slots: int = 1
-    """Tasks in flight per zygote."""
+    """Tasks running at once per zygote."""
+    prefetch: int = 1
+    """Tasks sent to a busy zygote ahead of its slots' end, so that the next task starts
+    the moment the last exits, without a round trip through the pool (0: none). The
+    zygote gives them back if every slot holds a task that runs long."""
     max_in_flight: int = max(1, os.cpu_count() or 1)
     """Tasks running at once across all zygotes (default: CPU count). More than the
     cores only stretches every task's wall clock, and the timeout is wall clock."""
@@ -133,6 +137,9 @@ class _Zygote:
     reader: asyncio.StreamReader
     layers: tuple[str, ...] = ()
     in_flight: dict[int, _Pending] = field(default_factory=dict)
+    """Sent and not yet answered, oldest first: the running, then those waiting in it."""
+    held: bool = False
+    """It gave tasks back (its slots run long): none is sent ahead until it answers one."""
     alive: bool = True
     watcher: asyncio.Task[None] | None = None
     fork_loop: asyncio.Future[float] | None = None
@@ -163,12 +170,13 @@ class ZygotePool:
     @property
     def busy(self) -> int:
         """Tasks currently running in a zygote."""
-        return sum(len(z.in_flight) for z in self.zygotes)
+        return sum(min(len(z.in_flight), self.config.slots) for z in self.zygotes)
 
     @property
     def queued(self) -> int:
-        """Tasks waiting for a free slot."""
-        return sum(len(q) for q in self._queues.values())
+        """Tasks waiting for a free slot, in the pool or sent ahead to a zygote."""
+        ahead = sum(len(z.in_flight) for z in self.zygotes) - self.busy
+        return sum(len(q) for q in self._queues.values()) + ahead
 
     @property
     def capacity(self) -> int:
@@ -185,6 +193,9 @@ class ZygotePool:
         """Start every zygote and wait until each has preloaded and reported ready."""
         if self.zygote_count < 1:
             raise ConfigError("zygotes", "the pool needs at least one zygote of some flavour")
+        for name, least in (("slots", 1), ("max_in_flight", 1), ("prefetch", 0)):
+            if getattr(self.config, name) < least:
+                raise ConfigError(name, f"{name} must be at least {least}")
         self._workdir = tempfile.mkdtemp(prefix="potsandbox-")
         os.chmod(self._workdir, 0o755)
         self._closed = False
@@ -259,6 +270,7 @@ class ZygotePool:
         ours, theirs = socket.socketpair()
         cmd = [self.config.python, "-s", "-m", "potsandbox.executor.zygote"]
         cmd += ["--fd", str(theirs.fileno()), "--flavor", flavor, "--workdir", self._workdir]
+        cmd += ["--slots", str(self.config.slots)]
         cmd += [] if self.config.namespaces else ["--no-namespaces"]
         cmd += ["--unconfined"] if self.config.unconfined else []
         try:
@@ -302,6 +314,13 @@ class ZygotePool:
         if message.get("op") == "fork_loop" and zygote.fork_loop is not None:
             zygote.fork_loop.set_result(message["count"] / message["seconds"])
             return
+        if message.get("op") == "returned":
+            zygote.held = True
+            returned = (zygote.in_flight.pop(seq, None) for seq in message["ids"])
+            self._requeue([pending for pending in returned if pending is not None])
+            self._pump()
+            return
+        zygote.held = False
         pending = zygote.in_flight.pop(message.pop("id"), None)
         message.pop("op", None)
         trace = message.pop("trace", None)
@@ -320,9 +339,11 @@ class ZygotePool:
         zygote.alive = False
         orphans = list(zygote.in_flight.values())
         zygote.in_flight.clear()
+        unstarted = orphans[self.config.slots :]  # the zygote starts its tasks in order
+        orphans = orphans[: self.config.slots]
         await self._retire(zygote)
         if self._closed:
-            for pending in orphans:
+            for pending in orphans + unstarted:
                 self._settle(pending, _lost("the executor stopped"))
             return
         log.warning(
@@ -333,6 +354,7 @@ class ZygotePool:
         )
         for pending in orphans:
             self._retry_or_fail(pending)
+        self._requeue(unstarted)
         self._pump()
         self.restarts += 1
         spawn = asyncio.get_running_loop().create_task(self._replace(zygote))
@@ -363,23 +385,45 @@ class ZygotePool:
     # -- dispatch ------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Fill free slots: each flavour its own queue, then bigger zygotes help smaller ones."""
-        busy = self.busy
-        for rank in range(len(FLAVORS)):
-            for zygote in self.zygotes:
-                helps = _HELPERS[zygote.flavor]
-                queue = self._queues[helps[rank]] if rank < len(helps) else None
-                while queue and busy < self.config.max_in_flight and self._free(zygote):
-                    self._dispatch(zygote, queue.popleft())
-                    busy += 1
+        """Fill free slots, then send tasks ahead to busy zygotes: each flavour its own
+        queue first, then bigger zygotes help smaller ones.
 
-    def _free(self, zygote: _Zygote) -> bool:
-        return zygote.alive and len(zygote.in_flight) < self.config.slots
+        A task sent ahead starts only when one of its zygote's tasks ends, so it never
+        raises the number running beyond `max_in_flight`.
+        """
+        busy = self.busy
+        for ahead in (False, True):
+            for rank in range(len(FLAVORS)):
+                for zygote in self.zygotes:
+                    helps = _HELPERS[zygote.flavor]
+                    queue = self._queues[helps[rank]] if rank < len(helps) else None
+                    while queue and self._room(zygote, ahead, busy):
+                        self._dispatch(zygote, queue.popleft())
+                        busy += not ahead
+
+    def _room(self, zygote: _Zygote, ahead: bool, busy: int) -> bool:
+        sent, slots = len(zygote.in_flight), self.config.slots
+        if not zygote.alive:
+            return False
+        if not ahead:
+            return sent < slots and busy < self.config.max_in_flight
+        return slots <= sent < slots + self.config.prefetch and not zygote.held
+
+    def _requeue(self, tasks: list[_Pending]) -> None:
+        """Put tasks that never started back at the head of their queues, in order."""
+        for pending in reversed(tasks):
+            if pending.backstop is not None:
+                pending.backstop.cancel()
+            pending.attempts -= 1
+            pending.zygote = None
+            if not pending.future.done():
+                self._queues[pending.flavor].appendleft(pending)
 
     def _dispatch(self, zygote: _Zygote, pending: _Pending) -> None:
         pending.seq = next(self._seq)
         pending.attempts += 1
         pending.zygote = zygote
+        waits_for = sum(p.limits.timeout_s for p in zygote.in_flight.values())
         zygote.in_flight[pending.seq] = pending
         limits = pending.limits
         zygote.writer.write(
@@ -401,7 +445,7 @@ class ZygotePool:
         )
         loop = asyncio.get_running_loop()
         pending.backstop = loop.call_later(
-            limits.timeout_s + BACKSTOP_GRACE_S, self._wedged, zygote, pending.seq
+            waits_for + limits.timeout_s + BACKSTOP_GRACE_S, self._wedged, zygote, pending.seq
         )
 
     def _wedged(self, zygote: _Zygote, seq: int) -> None:

@@ -71,6 +71,8 @@ class Task:
     )
     killed_for: Status | None = None
     truncated: bool = False
+    long: bool = False
+    """Still running WATCH_AFTER_S after its start: tasks waiting behind it go back."""
     done: bool = False
     """Reaped: its timers are void even if a later task reuses its descriptor numbers."""
 
@@ -89,8 +91,11 @@ class Zygote:
         sandbox: Sandbox,
         fork_server: socket.socket,
         stock: list[spares.Spare],
+        slots: int,
     ) -> None:
         self.sock = sock
+        self.slots = slots
+        """Tasks run at once; specs beyond them wait in `waiting`, started as tasks end."""
         self.sandbox = sandbox
         self.epoll = select.epoll()
         self.roles: dict[int, tuple[str, Task | None]] = {sock.fileno(): ("driver", None)}
@@ -158,8 +163,10 @@ class Zygote:
             if task.done:
                 continue
             if kind == "watch":
+                task.long = True
                 for fd, role in task.fds.items():
                     self._watch(fd, role, task)
+                self._return_if_stuck()
             elif task.killed_for is None:
                 task.killed_for = Status.TIMEOUT
                 _kill(task)
@@ -212,10 +219,25 @@ class Zygote:
     def _start(self, spec: dict[str, Any]) -> None:
         self.waiting.append(spec)
         self._dispatch()
+        self._return_if_stuck()
+
+    def _return_if_stuck(self) -> None:
+        """Give the waiting specs back when every slot holds a long task.
+
+        The pool sends a spec ahead of a slot's end so that the next task starts the
+        moment the last one exits; behind a long task it would only wait, while another
+        zygote may be idle.
+        """
+        full = len(self.tasks) >= self.slots
+        if self.waiting and full and all(task.long for task in self.tasks.values()):
+            ids = [spec["id"] for spec in self.waiting]
+            self.waiting.clear()
+            self.sock.sendall(channel.encode({"op": "returned", "ids": ids}))
 
     def _dispatch(self) -> None:
-        """Hand waiting specs to spares; ask for the next batch before the stock runs out."""
-        while self.waiting and self.stock:
+        """Hand waiting specs to spares, up to the slots; ask for the next batch of spares
+        before the stock runs out."""
+        while self.waiting and self.stock and len(self.tasks) < self.slots:
             spare, spec = self.stock.pop(), self.waiting[0]
             started = time.monotonic()
             try:
@@ -290,6 +312,7 @@ class Zygote:
         self._forget(task.pidfd)
         del self.tasks[task.pidfd]
         task.done = True
+        self._dispatch()  # the next task starts before this one's verdict is even decided
         drained = time.monotonic()
         _, status, usage = os.wait4(task.pid, 0)
         spec = task.spec
@@ -468,12 +491,13 @@ class Options:
     fd: int
     workdir: str
     flavor: str = "full"
+    slots: int = 1
     no_namespaces: bool = False
     unconfined: bool = False
 
 
 def parse_options(argv: list[str]) -> Options:
-    """`--fd N --workdir DIR [--flavor F] [--no-namespaces] [--unconfined]`.
+    """`--fd N --workdir DIR [--flavor F] [--slots N] [--no-namespaces] [--unconfined]`.
 
     getopt, not argparse: argparse imports shutil, which maps zlib, bz2 and lzma with
     their C libraries (30 mappings, 0.5 MiB) into the zygote, and so into every task,
@@ -488,8 +512,9 @@ def parse_options(argv: list[str]) -> Options:
         missing = [f"--{name}" for name in ("fd", "workdir") if name not in given]
         if rest or missing:
             raise getopt.GetoptError(f"missing {missing} or unexpected {rest}")
-        if not given["fd"].isdigit():
-            raise getopt.GetoptError(f"--fd must be a descriptor number, not {given['fd']!r}")
+        for name in ("fd", "slots"):
+            if not given.get(name, "1").isdigit():
+                raise getopt.GetoptError(f"--{name} must be a number, not {given[name]!r}")
         flavor = given.get("flavor", "full")
         if flavor not in preload.FLAVORS:
             raise getopt.GetoptError(f"--flavor must be one of {sorted(preload.FLAVORS)}")
@@ -497,6 +522,7 @@ def parse_options(argv: list[str]) -> Options:
             fd=int(given["fd"]),
             workdir=given["workdir"],
             flavor=flavor,
+            slots=max(1, int(given.get("slots", "1"))),
             no_namespaces="no-namespaces" in given,
             unconfined="unconfined" in given,
         )
@@ -504,7 +530,7 @@ def parse_options(argv: list[str]) -> Options:
         raise SystemExit(f"potsandbox.executor.zygote: {exc}") from None
 
 
-_VALUED = ("fd=", "workdir=", "flavor=")
+_VALUED = ("fd=", "workdir=", "flavor=", "slots=")
 _FLAGS = ("no-namespaces", "unconfined")
 
 
@@ -539,7 +565,7 @@ def main(argv: list[str] | None = None) -> None:
     layers.append("fork-server")
     ready = {"op": "ready", "pid": os.getpid(), "layers": layers, "flavor": args.flavor}
     sock.sendall(channel.encode(ready))
-    Zygote(sock, sandbox, fork_server, stock).serve()
+    Zygote(sock, sandbox, fork_server, stock, args.slots).serve()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import resource
@@ -195,6 +196,14 @@ def test_a_pool_without_zygotes_is_refused_naming_the_field() -> None:
     assert caught.value.field == "zygotes"
 
 
+@pytest.mark.parametrize("field", ["slots", "max_in_flight", "prefetch"])
+def test_a_pool_with_a_count_below_its_least_is_refused_naming_the_field(field: str) -> None:
+    config = dataclasses.replace(SMALL, **{field: -1})
+    with pytest.raises(ConfigError) as caught:
+        Executor(config).start()
+    assert caught.value.field == field
+
+
 def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
     async def scenario() -> None:
         async with AsyncExecutor(PoolConfig(zygotes=1, numpy_zygotes=0, lean_zygotes=0)) as ex:
@@ -212,6 +221,32 @@ def test_a_killed_zygote_is_replaced_and_no_task_is_lost() -> None:
             assert after.answer == "2"
 
     asyncio.run(scenario())
+
+
+def test_zygotes_killed_mid_stream_lose_no_task_sent_ahead_to_them() -> None:
+    """A killed zygote held a running task and one sent ahead; both run again elsewhere,
+    and the one that never started is not charged an attempt."""
+    done: list[int] = []
+
+    async def one(ex: AsyncExecutor, i: int) -> None:
+        result = await ex.run(f"import time\ntime.sleep(0.002)\nans = {i}", convention="ans")
+        assert result.status is Status.OK and result.answer == str(i), result
+        done.append(i)
+
+    async def killer(ex: AsyncExecutor) -> None:
+        for after in (60, 160):
+            while len(done) < after or sum(z.alive for z in ex.pool.zygotes) < 2:
+                await asyncio.sleep(0.001)  # until enough results and the replacement
+            live = [z for z in ex.pool.zygotes if z.alive and z.in_flight]
+            os.kill(live[0].process.pid, signal.SIGKILL)
+
+    async def scenario() -> None:
+        async with AsyncExecutor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=2)) as ex:
+            await asyncio.gather(killer(ex), *(one(ex, i) for i in range(300)))
+            assert ex.pool.restarts == 2
+
+    asyncio.run(scenario())
+    assert sorted(done) == list(range(300))
 
 
 @pytest.mark.parametrize("namespaces", [True, False], ids=["pid-namespace", "no-namespaces"])
@@ -372,6 +407,7 @@ STARTUP_ONLY_MODULES = ("argparse", "shutil", "zlib", "_bz2", "_lzma")
         (["--fd", "3"], "--workdir"),
         (["--fd", "3", "--workdir", "/w", "--flavor", "big"], "--flavor"),
         (["--fd", "3", "--workdir", "/w", "--bogus"], "--bogus"),
+        (["--fd", "3", "--workdir", "/w", "--slots", "-1"], "--slots"),
     ],
 )
 def test_a_zygote_started_with_bad_options_exits_naming_the_option(
@@ -379,6 +415,29 @@ def test_a_zygote_started_with_bad_options_exits_naming_the_option(
 ) -> None:
     with pytest.raises(SystemExit, match=named):
         zygote.parse_options(argv)
-    assert zygote.parse_options(["--fd", "3", "--workdir", "/w", "--no-namespaces"]) == (
-        zygote.Options(fd=3, workdir="/w", no_namespaces=True)
+    argv = ["--fd", "3", "--workdir", "/w", "--slots", "2", "--no-namespaces"]
+    assert zygote.parse_options(argv) == zygote.Options(
+        fd=3, workdir="/w", slots=2, no_namespaces=True
     )
+
+
+def test_tasks_sent_ahead_of_a_long_task_are_given_back_and_run_elsewhere() -> None:
+    """Each zygote gets a task ahead of its slot's end; behind a long task it would wait,
+    so the zygote gives it back and it runs on the other one."""
+    finished: list[str] = []
+
+    async def run(ex: AsyncExecutor, program: str, label: str) -> None:
+        result = await ex.run(program, convention="ans")
+        assert result.status is Status.OK, result
+        finished.append(label)
+
+    async def main() -> None:
+        config = PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=2, max_in_flight=2)
+        async with AsyncExecutor(config) as ex:
+            long = asyncio.ensure_future(run(ex, "import time\ntime.sleep(1.5)\nans = 1", "long"))
+            await asyncio.sleep(0)  # the long task takes the first slot
+            await asyncio.gather(long, *(run(ex, "ans = 2", "short") for _ in range(40)))
+            assert ex.pool.restarts == 0 and ex.pool.queued == 0
+
+    asyncio.run(main())
+    assert finished == ["short"] * 40 + ["long"], finished

@@ -1026,17 +1026,18 @@ def readable(address):
 objects = gc.get_objects() + [v for m in list(sys.modules.values()) for v in vars(m).values()]
 regions = {(id(o) >> 20) + k for o in objects for k in (0, 1)}  # and where it may end
 del objects
+pages = {p for r in regions for p in range(r << 8, (r + 1) << 8) if readable(p << 12)}
 hits = 0
-for region in regions:
-    for page in range(region << 8, (region + 1) << 8):
-        if readable(page << 12):
-            hits += ctypes.string_at(page << 12, 4096).count(needle)
+for page in pages:  # a copy that starts in this page and runs into the next counts here
+    size = 4096 + (len(needle) - 1 if page + 1 in pages else 0)
+    hits += ctypes.string_at(page << 12, size).count(needle)
 print("hits", hits)
 """
 """Counts NEEDLE's bytes in every readable page of each 1 MiB region holding the start of
 a live object, and of the region after it (an object that starts near a boundary ends
-beyond it): freed memory too, not just live objects. The needle is built from a list of ints, so
-its one live copy is the only hit a clean process has."""
+beyond it): freed memory too, not just live objects. A copy across two pages counts once,
+in the page it starts in. The needle is built from a list of ints, so its one live copy
+is the only hit a clean process has."""
 
 HANDLED_THEN_FORKED = """
 import ctypes, marshal, os, subprocess, sys  # ctypes: the scan takes it from sys.modules
