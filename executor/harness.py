@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from potsandbox.executor.conventions import Kind
-from potsandbox.executor.render import MAX_MESSAGE_CHARS, as_number, render
+from potsandbox.executor.render import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, as_number, render
 
 PROGRAM_FILE = "<program>"
 PRELUDE_FILE = "<prelude>"
@@ -256,7 +256,7 @@ _READERS: dict[Kind, Callable[[str, dict[str, Any], Any], tuple[str, Any]]] = {
 def _error_frame(exc: BaseException) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "kind": "error",
-        "type": type(exc).__name__,
+        "type": _type_name(exc),
         "message": _safe_str(exc),
         "line": _program_line(exc.__traceback__),
     }
@@ -269,7 +269,7 @@ def _syntax_frame(exc: SyntaxError | ValueError) -> dict[str, Any]:
     in_program = isinstance(exc, SyntaxError) and exc.filename == PROGRAM_FILE
     return {
         "kind": "syntax_error",
-        "type": type(exc).__name__,
+        "type": _type_name(exc),
         "message": _safe_str(exc),
         "line": exc.lineno if in_program and isinstance(exc, SyntaxError) else None,
     }
@@ -303,11 +303,17 @@ def _program_line(tb: types.TracebackType | None) -> int | None:
     return line
 
 
+def _type_name(exc: BaseException) -> str:
+    """The exception's class name, cut: a program can name a class with megabytes, and an
+    uncut name would push the report past the result pipe's cap, hiding the error."""
+    return type(exc).__name__[:MAX_NAME_CHARS]
+
+
 def _safe_str(exc: BaseException) -> str:
     try:
         return str(exc)[:MAX_MESSAGE_CHARS]
     except Exception:  # a hostile __str__ must not hide the error itself
-        return f"<unprintable {type(exc).__name__}>"
+        return f"<unprintable {_type_name(exc)}>"
 
 
 def _register_source(filename: str, source: str) -> None:

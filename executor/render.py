@@ -14,6 +14,9 @@ MAX_ANSWER_CHARS = 2000
 MAX_MESSAGE_CHARS = 4096
 """Error messages are cut here, by the task and again by the parent."""
 
+MAX_NAME_CHARS = 200
+"""An exception type or convention name longer than this is cut, by the task and the parent."""
+
 FLOAT_OVERFLOW = 2**1024
 """Integers beyond float range were recorded as "<int too large>" by the reference run."""
 

@@ -20,11 +20,9 @@ from typing import Any, TypeGuard
 
 from potsandbox.executor.channel import CONTAINED
 from potsandbox.executor.conventions import Kind
-from potsandbox.executor.render import MAX_ANSWER_CHARS, MAX_MESSAGE_CHARS
+from potsandbox.executor.render import MAX_ANSWER_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS
 from potsandbox.executor.result import Status
 
-MAX_NAME_CHARS = 200
-"""An exception type or convention name longer than this is cut."""
 MAX_LINE = 2**31 - 1
 """Line numbers travel as int32."""
 

@@ -578,6 +578,15 @@ def test_lone_surrogate_in_the_answer_is_replaced_not_fatal(ex: Executor) -> Non
     assert (result.status, result.answer) == (Status.OK, "a?b"), show(result)
 
 
+def test_a_megabyte_exception_class_name_is_error_with_the_name_cut(ex: Executor) -> None:
+    """The report must fit its pipe whatever the program names its classes."""
+    program = "E = type('E' * (2 << 20), (Exception,), {})\nraise E('m')"
+    result = run(ex, program, output_bytes=8 << 20)
+    assert result.status is Status.ERROR, show(result)
+    assert (result.error_type, result.error_message) == ("E" * 200, "m"), show(result)
+    assert result.stderr.endswith("E" * 1000 + ": m\n"), show(result)
+
+
 def test_flushed_stdout_survives_a_segfault(ex: Executor) -> None:
     program = "import ctypes\nprint(42, flush=True)\nctypes.string_at(0)"
     result = run(ex, program)
