@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from potsandbox.executor.conventions import Kind
-from potsandbox.executor.render import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, as_number, render
+from potsandbox.executor.render import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, as_number, plain, render
 
 PROGRAM_FILE = "<program>"
 PRELUDE_FILE = "<prelude>"
@@ -253,6 +253,11 @@ _READERS: dict[Kind, Callable[[str, dict[str, Any], Any], tuple[str, Any]]] = {
 }
 
 
+_POLICY_ERRNOS = (errno.EPERM, errno.EACCES)
+"""An OSError with one of these may be the sandbox's refusal; a program may set any
+object as `errno`, so only a true int is compared, and reported."""
+
+
 def _error_frame(exc: BaseException) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "kind": "error",
@@ -260,7 +265,7 @@ def _error_frame(exc: BaseException) -> dict[str, Any]:
         "message": _safe_str(exc),
         "line": _program_line(exc.__traceback__),
     }
-    if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
+    if isinstance(exc, OSError) and type(exc.errno) is int and exc.errno in _POLICY_ERRNOS:
         frame["errno"] = exc.errno
     return frame
 
@@ -291,7 +296,8 @@ def _print_uncaught(exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb)
+    with contextlib.suppress(Exception):  # a hostile message (its __len__, say) ends it early
+        traceback.print_exception(type(exc), exc, tb)
 
 
 def _program_line(tb: types.TracebackType | None) -> int | None:
@@ -306,12 +312,12 @@ def _program_line(tb: types.TracebackType | None) -> int | None:
 def _type_name(exc: BaseException) -> str:
     """The exception's class name, cut: a program can name a class with megabytes, and an
     uncut name would push the report past the result pipe's cap, hiding the error."""
-    return type(exc).__name__[:MAX_NAME_CHARS]
+    return plain(type(exc).__name__)[:MAX_NAME_CHARS]
 
 
 def _safe_str(exc: BaseException) -> str:
     try:
-        return str(exc)[:MAX_MESSAGE_CHARS]
+        return plain(str(exc))[:MAX_MESSAGE_CHARS]
     except Exception:  # a hostile __str__ must not hide the error itself
         return f"<unprintable {_type_name(exc)}>"
 

@@ -26,8 +26,13 @@ MAX_ARRAY_ITEMS = 10_000
 
 def render(value: Any) -> str:
     """int → str, float → repr, containers item by item, everything else → str."""
-    text = _render(value, depth=0)
-    return text[:MAX_ANSWER_CHARS]
+    return plain(_render(value, depth=0))[:MAX_ANSWER_CHARS]
+
+
+def plain(text: str) -> str:
+    """`text` as an exact str, copied by C code: the program's `__str__` may return a str
+    subclass whose own slicing or length would run the program's code inside the report."""
+    return str.__str__(text)
 
 
 def as_number(value: Any) -> float | None:

@@ -587,6 +587,47 @@ def test_a_megabyte_exception_class_name_is_error_with_the_name_cut(ex: Executor
     assert result.stderr.endswith("E" * 1000 + ": m\n"), show(result)
 
 
+HOSTILE_STR = """
+class S(str):
+    def __getitem__(self, key):
+        return object()
+
+    def __len__(self):
+        raise ValueError("len")
+"""
+"""A str whose slicing and length are the program's: the report must never call them."""
+
+HOSTILE_TEXT_IN_THE_REPORT = {
+    "exception message": (
+        "class E(Exception):\n    def __str__(self):\n        return S('x')\nraise E()",
+        (Status.ERROR, None, "E", "x"),
+    ),
+    "exception class name": (
+        "class E(Exception):\n    pass\nE.__name__ = S('E')\nraise E('m')",
+        (Status.ERROR, None, "E", "m"),
+    ),
+    "answer": (
+        "class A:\n    def __str__(self):\n        return S('r')\nans = A()",
+        (Status.OK, "r", None, None),
+    ),
+    "errno": (
+        "class N(int):\n    def __eq__(self, other):\n        raise ValueError\n"
+        "    __hash__ = int.__hash__\ne = PermissionError('x')\ne.errno = N(1)\nraise e",
+        (Status.ERROR, None, "PermissionError", "x"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_TEXT_IN_THE_REPORT)
+def test_program_text_with_hostile_methods_is_reported_as_plain_text(
+    ex: Executor, case: str
+) -> None:
+    program, expected = HOSTILE_TEXT_IN_THE_REPORT[case]
+    result = run(ex, HOSTILE_STR + program)
+    got = (result.status, result.answer, result.error_type, result.error_message)
+    assert got == expected, show(result)
+
+
 def test_flushed_stdout_survives_a_segfault(ex: Executor) -> None:
     program = "import ctypes\nprint(42, flush=True)\nctypes.string_at(0)"
     result = run(ex, program)
