@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # potsandbox service image. Isolation inside a default Docker/Kubernetes container:
 # seccomp + Landlock + rlimits (namespaces need --security-opt seccomp=unconfined or a
-# user-namespace-enabled runtime; see README "Deployment").
+# user-namespace-enabled runtime; cgroups are read-only, so bound threads with
+# --pids-limit or podPidsLimit; see README "Deployment").
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src

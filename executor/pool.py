@@ -19,10 +19,12 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from potsandbox.executor import channel
+from potsandbox.executor import cgroups, channel
+from potsandbox.executor.containment import NPROC
 from potsandbox.executor.conventions import Convention
 from potsandbox.executor.errors import ConfigError, ExecutorClosed, ExecutorError
 from potsandbox.executor.limits import Limits
@@ -36,6 +38,12 @@ BACKSTOP_GRACE_S = 5.0
 
 MAX_ATTEMPTS = 2
 """A task whose zygote died under it is retried once, then reported as crashed."""
+
+PIDS_OVERHEAD = 16
+"""pids a zygote's cgroup holds beyond its tasks': the zygote, its namespace's waiter,
+its fork server and up to two batches of spares."""
+CGROUP_GONE_S = 2.0
+"""How long a retired zygote's processes may take to leave its cgroup before it is removed."""
 
 _IMPORT = re.compile(
     r"(?:^|;)[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import|import[ \t]+([^\n#;]+))", re.M
@@ -135,6 +143,8 @@ class _Zygote:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     reader: asyncio.StreamReader
+    cgroup: str = ""
+    """Its pids cgroup, removed once its processes are gone ("" for none)."""
     layers: tuple[str, ...] = ()
     in_flight: dict[int, _Pending] = field(default_factory=dict)
     """Sent and not yet answered, oldest first: the running, then those waiting in it."""
@@ -165,6 +175,8 @@ class ZygotePool:
         self._workdir = ""
         self._closed = True
         self._spawning: set[asyncio.Task[None]] = set()
+        self._cgroup: str | None = None
+        self._cgroup_seq = itertools.count(1)
         self.traces: list[dict[str, float]] = []
 
     @property
@@ -198,6 +210,7 @@ class ZygotePool:
                 raise ConfigError(name, f"{name} must be at least {least}")
         self._workdir = tempfile.mkdtemp(prefix="potsandbox-")
         os.chmod(self._workdir, 0o755)
+        self._cgroup = _pool_cgroup(os.path.basename(self._workdir))
         self._closed = False
         flavors = [flavor for flavor, count in self._counts.items() for _ in range(count)]
         try:
@@ -250,6 +263,9 @@ class ZygotePool:
                 self._settle(queue.popleft(), _lost("the executor stopped"))
         await asyncio.gather(*(self._retire(z) for z in self.zygotes), return_exceptions=True)
         self.zygotes = []
+        if self._cgroup is not None:
+            await _remove_cgroup(self._cgroup)
+            self._cgroup = None
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = ""
@@ -273,6 +289,8 @@ class ZygotePool:
         cmd += ["--slots", str(self.config.slots)]
         cmd += [] if self.config.namespaces else ["--no-namespaces"]
         cmd += ["--unconfined"] if self.config.unconfined else []
+        cgroup = self._zygote_cgroup()
+        cmd += ["--pids-cgroup", cgroup] if cgroup else []
         try:
             process = await asyncio.create_subprocess_exec(
                 *cmd,
@@ -288,7 +306,7 @@ class ZygotePool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=channel.MAX_FRAME)
-        zygote = _Zygote(flavor, process, writer, reader)
+        zygote = _Zygote(flavor, process, writer, reader, cgroup)
         try:
             ready = await _read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
@@ -381,6 +399,19 @@ class ZygotePool:
         await zygote.process.wait()
         if zygote.watcher is not None and zygote.watcher is not asyncio.current_task():
             zygote.watcher.cancel()
+        if zygote.cgroup:
+            await _remove_cgroup(zygote.cgroup)
+
+    def _zygote_cgroup(self) -> str:
+        """A new zygote's pids cgroup ("" without one): room for each slot's task threads."""
+        if self._cgroup is None:
+            return ""
+        name = f"zygote-{next(self._cgroup_seq)}"
+        try:
+            return cgroups.create(self._cgroup, name, NPROC * self.config.slots + PIDS_OVERHEAD)
+        except OSError as exc:
+            log.warning("zygote without a pids cgroup: %s", exc)
+            return ""
 
     # -- dispatch ------------------------------------------------------------
 
@@ -489,6 +520,29 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     if size > channel.MAX_FRAME:
         raise ValueError(f"frame of {size} bytes")
     return channel.decode(await reader.readexactly(size))
+
+
+def _pool_cgroup(name: str) -> str | None:
+    """The pool's own directory in the pids hierarchy, for its zygotes' cgroups, or None."""
+    root = cgroups.writable_root()
+    if root is None:
+        log.info("no writable pids cgroup: tasks' threads are bounded by memory only")
+        return None
+    try:
+        return cgroups.create(root, name)
+    except OSError as exc:
+        log.warning("no pids cgroup for the zygotes: %s", exc)
+        return None
+
+
+async def _remove_cgroup(path: str) -> None:
+    """Remove a cgroup once the processes of a retired zygote have left it."""
+    deadline = time.monotonic() + CGROUP_GONE_S
+    while not cgroups.remove(path):
+        if time.monotonic() > deadline:
+            log.warning("cgroup %s still holds processes; left in place", path)
+            return
+        await asyncio.sleep(0.01)
 
 
 def zygote_environment(workdir: str, *, huge_pages: bool = True) -> dict[str, str]:

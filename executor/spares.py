@@ -24,6 +24,7 @@ import marshal
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -35,6 +36,8 @@ BATCH = 4
 LOW_WATER = 1
 """The zygote asks for a new batch when its stock falls to this many."""
 SPEC_CHUNK = 1 << 16
+CLONE_RETRY_S = 0.01
+"""The fork server's pause before it tries a refused clone again (a full pids cgroup)."""
 
 _CLONE_PARENT = 0x00008000
 _SIGCHLD = 17
@@ -164,8 +167,14 @@ def _serve(sock: socket.socket, life: Life) -> NoReturn:
 def _send_batch(sock: socket.socket, life: Life) -> None:
     pids: list[int] = []
     fds: list[int] = []
-    for _ in range(BATCH):
-        pid, ends = _clone_spare(sock, life.task)
+    while len(pids) < BATCH:
+        try:
+            pid, ends = _clone_spare(sock, life.task)
+        except BlockingIOError:  # EAGAIN: a task's threads fill the pids cgroup, until it ends
+            if pids:
+                break
+            time.sleep(CLONE_RETRY_S)
+            continue
         pids.append(pid)
         fds.extend(ends)
         life.adopt(pid)
@@ -184,7 +193,12 @@ def _clone_spare(
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     res_r, res_w = os.pipe2(os.O_CLOEXEC)
     spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
-    pid = _clone_parent()
+    try:
+        pid = _clone_parent()
+    except OSError:
+        for fd in (out_r, out_w, err_r, err_w, res_r, res_w, spec_r, spec_w):
+            os.close(fd)
+        raise
     if pid == 0:
         try:
             for fd in (out_r, err_r, res_r, spec_w, sock.fileno()):

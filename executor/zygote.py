@@ -25,7 +25,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from potsandbox.executor import bpf, channel, harness, namespaces, preload, spares, verdict
+from potsandbox.executor import (
+    bpf,
+    cgroups,
+    channel,
+    harness,
+    namespaces,
+    preload,
+    spares,
+    verdict,
+)
 from potsandbox.executor.containment import (
     RESULT_FD,
     SPEC_FD,
@@ -494,10 +503,13 @@ class Options:
     slots: int = 1
     no_namespaces: bool = False
     unconfined: bool = False
+    pids_cgroup: str = ""
+    """The cgroup (made by the pool, with its pids.max) to join before anything forks."""
 
 
 def parse_options(argv: list[str]) -> Options:
-    """`--fd N --workdir DIR [--flavor F] [--slots N] [--no-namespaces] [--unconfined]`.
+    """`--fd N --workdir DIR [--flavor F] [--slots N] [--pids-cgroup DIR] [--no-namespaces]
+    [--unconfined]`.
 
     getopt, not argparse: argparse imports shutil, which maps zlib, bz2 and lzma with
     their C libraries (30 mappings, 0.5 MiB) into the zygote, and so into every task,
@@ -525,20 +537,34 @@ def parse_options(argv: list[str]) -> Options:
             slots=max(1, int(given.get("slots", "1"))),
             no_namespaces="no-namespaces" in given,
             unconfined="unconfined" in given,
+            pids_cgroup=given.get("pids-cgroup", ""),
         )
     except getopt.GetoptError as exc:
         raise SystemExit(f"potsandbox.executor.zygote: {exc}") from None
 
 
-_VALUED = ("fd=", "workdir=", "flavor=", "slots=")
+_VALUED = ("fd=", "workdir=", "flavor=", "slots=", "pids-cgroup=")
 _FLAGS = ("no-namespaces", "unconfined")
+
+
+def _join_pids_cgroup(path: str) -> list[str]:
+    """Join the pool's pids cgroup, if it made one; the layer it adds, if any."""
+    if not path:
+        return []
+    try:
+        cgroups.join(path)
+    except OSError as exc:
+        _log(f"running without the pids cgroup: {exc}")
+        return []
+    return ["pids-cgroup"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Enter namespaces, preload, build the filters once, then serve tasks."""
     args = parse_options(sys.argv[1:] if argv is None else argv)
     sock = socket.socket(fileno=args.fd)
-    layers = [] if args.no_namespaces else list(namespaces.enter())
+    layers = _join_pids_cgroup(args.pids_cgroup)
+    layers += [] if args.no_namespaces else namespaces.enter()
     sys.argv = [""]  # what a program sees of its command line, as under `python -c`
     os.chdir(args.workdir)
     preload.preload(args.flavor)

@@ -29,6 +29,7 @@ from potsandbox.executor import (
     Limits,
     PoolConfig,
     Status,
+    cgroups,
     containment,
     spares,
     zygote,
@@ -62,12 +63,23 @@ def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
         workdir = ex.run("import os\nprint(os.getcwd())", convention="stdout").answer
         assert workdir and workdir.startswith(os.path.join(tempfile.gettempdir(), "potsandbox-"))
         assert os.path.isdir(workdir)
+        cgroup = _pool_cgroup(ex.layers, workdir)
+        assert cgroup is None or os.path.isdir(cgroup), "the zygotes' pids cgroup exists"
     deadline = time.monotonic() + 5
     while _descendants() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _descendants() - before == set()
     assert _fds() <= fds
     assert not os.path.exists(workdir), "the tasks' working directory outlived the executor"
+    assert cgroup is None or not os.path.exists(cgroup), "the pids cgroup outlived the executor"
+
+
+def _pool_cgroup(layers: tuple[str, ...], workdir: str) -> str | None:
+    """Where the pool keeps its zygotes' pids cgroups (named for its work directory)."""
+    root = cgroups.writable_root()
+    if "pids-cgroup" not in layers or root is None:
+        return None
+    return os.path.join(root, os.path.basename(workdir))
 
 
 def test_submit_returns_futures_and_map_keeps_order() -> None:

@@ -33,7 +33,16 @@ from typing import Any
 import psutil
 import pytest
 
-from potsandbox.executor import Executor, LimitPolicy, Limits, PoolConfig, Result, Status
+from potsandbox.executor import (
+    Executor,
+    LimitPolicy,
+    Limits,
+    PoolConfig,
+    Result,
+    Status,
+    containment,
+    pool,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -503,6 +512,37 @@ def test_thread_bomb_is_stopped_with_runtime_error(ex: Executor) -> None:
     assert result.status is Status.ERROR, show(result)
     assert result.error_type == "RuntimeError", show(result)
     assert "can't start new thread" in (result.error_message or ""), show(result)
+
+
+SMALL_STACK_THREAD_BOMB = """
+import threading
+import time
+
+threading.stack_size(32768)
+started = 0
+try:
+    while started < 2000:
+        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+        started += 1
+finally:
+    print(started)
+print("REACHED")
+"""
+
+
+def test_small_stack_thread_bomb_stops_at_the_zygotes_pids_cgroup(ex: Executor) -> None:
+    """RLIMIT_AS allows ~2,300 such threads per GiB and RLIMIT_NPROC does not bind root:
+    only the pids cgroup keeps the host's pids (often 32,768 in all) out of reach."""
+    require(ex, "pids-cgroup")
+    reached(SMALL_STACK_THREAD_BOMB)
+    result = run(ex, SMALL_STACK_THREAD_BOMB, memory_mb=2048)
+    assert result.status is Status.ERROR, show(result)
+    assert (result.error_type, result.error_message) == (
+        "RuntimeError",
+        "can't start new thread",
+    ), show(result)
+    limit = containment.NPROC + pool.PIDS_OVERHEAD
+    assert limit // 2 < int(result.stdout) < limit, show(result)
 
 
 def test_descriptor_exhaustion_stops_at_rlimit_nofile_emfile(ex: Executor) -> None:
