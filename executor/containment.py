@@ -49,6 +49,9 @@ NPROC = 512
 """Counts every process and thread of the uid (not enforced for root); forks are denied by
 seccomp anyway, this only bounds thread bombs where RLIMIT_AS does not."""
 STACK_BYTES = 8 << 20
+SIGPENDING = 1024
+"""Queued signals and POSIX timers (each holds one): kernel memory outside RLIMIT_AS, 96k
+by default, counted per user; a program needs a handful (alarm, setitimer)."""
 CHILD_NICE = 19
 """Children yield to the supervisor so its clock and reads stay on time."""
 
@@ -184,6 +187,7 @@ FIXED_LIMITS = (
     (resource.RLIMIT_STACK, STACK_BYTES),
     (resource.RLIMIT_MSGQUEUE, 0),
     (resource.RLIMIT_RTPRIO, 0),
+    (resource.RLIMIT_SIGPENDING, SIGPENDING),
 )
 """The same for every task, soft == hard so the program cannot raise them back; NOFILE is
 set by the spare itself (`contain`), CPU and address space per request (`limit`)."""

@@ -545,6 +545,31 @@ def test_small_stack_thread_bomb_stops_at_the_zygotes_pids_cgroup(ex: Executor) 
     assert limit // 2 < int(result.stdout) < limit, show(result)
 
 
+TIMER_BOMB = (
+    CTYPES_PRELUDE
+    + """
+timer = ctypes.c_void_p()
+created = 0
+try:
+    while created < 5000:
+        checked(libc.timer_create(1, None, ctypes.byref(timer)))  # CLOCK_MONOTONIC
+        created += 1
+finally:
+    print(created)
+print("REACHED")
+"""
+)
+
+
+def test_posix_timer_bomb_stops_at_rlimit_sigpending_eagain(ex: Executor) -> None:
+    """Each timer pins kernel memory outside RLIMIT_AS; the host allows ~96k per user."""
+    reached(TIMER_BOMB)
+    result = run(ex, TIMER_BOMB)
+    assert result.status is Status.ERROR, show(result)
+    assert result.error_type == "BlockingIOError", show(result)  # EAGAIN
+    assert 0 < int(result.stdout) <= containment.SIGPENDING, show(result)
+
+
 def test_descriptor_exhaustion_stops_at_rlimit_nofile_emfile(ex: Executor) -> None:
     program = 'import os\nfiles = [open(os.devnull) for _ in range(200)]\nprint("REACHED")'
     reached(program)
