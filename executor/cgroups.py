@@ -38,7 +38,7 @@ def writable_root() -> str | None:
             continue
         if path is None or not (path + "/").startswith(root.rstrip("/") + "/"):
             continue  # our cgroup is not beneath what this mount shows
-        directory = os.path.join(mount_point, os.path.relpath(path, root))
+        directory = os.path.normpath(os.path.join(mount_point, os.path.relpath(path, root)))
         if _delegates_pids(directory, fstype) and os.access(directory, os.W_OK):
             return directory
     return None
@@ -72,13 +72,13 @@ def join(path: str) -> None:
 
 def remove(path: str) -> bool:
     """Remove the cgroup at `path` (children first); False while processes remain in it."""
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False) and not remove(entry.path):
-            return False
     try:
+        children = [entry.path for entry in os.scandir(path) if entry.is_dir()]
+        if not all(remove(child) for child in children):
+            return False
         os.rmdir(path)
     except FileNotFoundError:
-        pass
+        pass  # removed already
     except OSError as exc:
         if exc.errno == errno.EBUSY:
             return False
