@@ -283,8 +283,9 @@ def _syntax_frame(exc: SyntaxError | ValueError) -> dict[str, Any]:
 def _print_uncaught(exc: BaseException) -> None:
     """Print what the interpreter prints when the exception ends a script.
 
-    SystemExit prints no traceback, only a code that is not an int. Any other prints its
-    traceback from the program's first frame on, never the harness's frames, which would
+    SystemExit prints no traceback, only a code that is not an int. Any other goes to the
+    program's own sys.excepthook if it set one, else prints its traceback from the
+    program's first frame on, never the harness's frames, which would
     tell the program's author where we are installed: a syntax error in the program
     itself has none of the program's, so it prints bare, as the interpreter prints it.
     """
@@ -296,7 +297,28 @@ def _print_uncaught(exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
+    hook = getattr(sys, "excepthook", None)
     with contextlib.suppress(Exception):  # a hostile message (its __len__, say) ends it early
+        if hook is None or hook is sys.__excepthook__:
+            traceback.print_exception(type(exc), exc, tb)
+        else:
+            _call_excepthook(hook, exc, tb)
+
+
+def _call_excepthook(
+    hook: Callable[..., object], exc: BaseException, tb: types.TracebackType | None
+) -> None:
+    """The program's own sys.excepthook, called as the interpreter calls it; when the hook
+    itself fails, both tracebacks, as the interpreter prints them."""
+    try:
+        hook(type(exc), exc, tb)
+    except Exception as failure:
+        if failure.__context__ is exc:  # the interpreter calls the hook outside any handler
+            failure.__context__ = None
+        print("Error in sys.excepthook:", file=sys.stderr)
+        hook_tb = failure.__traceback__.tb_next if failure.__traceback__ else None
+        traceback.print_exception(type(failure), failure, hook_tb)
+        print("\nOriginal exception was:", file=sys.stderr)
         traceback.print_exception(type(exc), exc, tb)
 
 

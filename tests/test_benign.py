@@ -433,8 +433,26 @@ ENDED_BY_AN_EXCEPTION = {
     "tab_error": "if 1:\n\tx = 1\n        y = 2",
     "exit_with_a_message": "import sys\nsys.exit('no solution')",
     "exit_with_a_code": "print('partial')\nraise SystemExit(3)",
+    "own_excepthook": """
+    import sys
+
+    def hook(kind, value, tb):
+        print("hooked", kind.__name__, value, tb.tb_lineno, file=sys.stderr)
+
+    sys.excepthook = hook
+    1 / 0
+    """,
+    "failing_excepthook": """
+    import sys
+
+    def hook(kind, value, tb):
+        raise RuntimeError("the hook failed")
+
+    sys.excepthook = hook
+    1 / 0
+    """,
 }
-"""Programs that end on an exception: tracebacks, syntax errors, SystemExit."""
+"""Programs that end on an exception: tracebacks, syntax errors, SystemExit, own hooks."""
 
 
 @pytest.mark.parametrize("case", list(ENDED_BY_AN_EXCEPTION))
