@@ -12,6 +12,7 @@ import atexit
 import builtins
 import contextlib
 import errno
+import gc
 import io
 import linecache
 import mmap
@@ -42,6 +43,11 @@ _encode_frame = make_encoder(
 """json.dumps's own C encoder, built once in the zygote: one C call per task, where
 json.dumps runs four Python functions whose first calls each copy pages (60 against 20
 microseconds in a fresh child), and untouched by a program that rebinds `json.dumps`."""
+
+
+_run_exitfuncs, _collect = atexit._run_exitfuncs, gc.collect
+"""The interpreter's own finalization steps, bound before any program: one that rebinds
+`gc.collect` changes its own calls, not how it ends."""
 
 
 MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message": "", "line": None}
@@ -138,16 +144,20 @@ def warm_up() -> None:
 def shut_down() -> None:
     """End as a script ends under plain CPython, after the answer has been reported.
 
-    The interpreter waits for non-daemon threads, then runs atexit callbacks, and what
-    they print is part of the program's output; a thread that never ends keeps the
-    task alive until its deadline, as it would keep the reference interpreter. Daemon
-    threads are abandoned, as there. Their exceptions are printed, never raised.
+    The interpreter waits for non-daemon threads, runs atexit callbacks, then drops
+    `__main__` and collects it, which runs the `__del__` of the program's objects and
+    the `finally` of its unfinished generators; what all of these print is part of the
+    program's output. A thread that never ends keeps the task alive until its deadline,
+    as it would keep the reference interpreter. Daemon threads are abandoned, as there.
+    Their exceptions are printed, never raised.
     """
     try:
         threading = sys.modules.get("threading")
         if threading is not None:
             threading._shutdown()
-        atexit._run_exitfuncs()
+        _run_exitfuncs()
+        sys.modules.pop("__main__", None)
+        _collect()  # the program's functions hold its globals in a cycle
     except BaseException as exc:
         with contextlib.suppress(BaseException):  # e.g. no memory left to print it
             traceback.print_exception(exc)

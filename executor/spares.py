@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import marshal
 import os
 import socket
@@ -154,6 +155,9 @@ def _serve(sock: socket.socket, life: Life) -> NoReturn:
     """The fork server's loop: a request in, a batch of spares out, until the socket closes."""
     try:
         life.prepare()
+        # What the zygote made since its own freeze: frozen too, so that no collection in a
+        # task walks (and so copies) it; tasks collect their program at exit (harness).
+        gc.freeze()
         while sock.recv(16):
             _send_batch(sock, life)
     except ConnectionError:

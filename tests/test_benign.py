@@ -394,13 +394,42 @@ ENDINGS = {
     """,
     "after_an_error": "import atexit\natexit.register(print, 'still ran')\n1 / 0",
     "failing_atexit": "import atexit\natexit.register(lambda: 1 / 0)\nprint('main done')",
+    "finalizers": """
+    import atexit
+
+    class Account:
+        def __init__(self, name):
+            self.name = name
+
+        def __del__(self):
+            print("closing", self.name)
+
+    def report():
+        print("at exit")
+
+    atexit.register(report)
+    first, second = Account("first"), Account("second")
+    """,
+    "unfinished_generator": """
+    def numbers():
+        try:
+            yield 1
+        finally:
+            print("generator closed")
+
+    it = numbers()
+    print(next(it))
+    """,
 }
 
 
 @pytest.mark.parametrize("ending", list(ENDINGS))
-def test_the_program_ends_as_a_script_does_threads_then_atexit(ex: Executor, ending: str) -> None:
-    """Plain CPython joins non-daemon threads, then runs atexit callbacks; what they print
-    is part of stdout, and of a `stdout` answer."""
+def test_the_program_ends_as_a_script_does_threads_atexit_then_globals(
+    ex: Executor, ending: str
+) -> None:
+    """Plain CPython joins non-daemon threads, runs atexit callbacks, then frees the
+    program's globals (their `__del__`, unfinished generators' `finally`); what they all
+    print is part of stdout, and of a `stdout` answer."""
     program = textwrap.dedent(ENDINGS[ending])
     plain = subprocess.run(
         [sys.executable, "-I", "-c", program], capture_output=True, text=True, timeout=60
