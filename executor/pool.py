@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import glob
 import itertools
 import logging
 import os
@@ -42,6 +43,8 @@ MAX_ATTEMPTS = 2
 PIDS_OVERHEAD = 16
 """pids a zygote's cgroup holds beyond its tasks': the zygote, its namespace's waiter,
 its fork server and up to two batches of spares."""
+NAME_PREFIX = "potsandbox-"
+"""Starts the names of a pool's work directory and of its pids cgroup, named alike."""
 CGROUP_GONE_S = 2.0
 """How long a retired zygote's processes may take to leave its cgroup before it is removed."""
 
@@ -208,7 +211,7 @@ class ZygotePool:
         for name, least in (("slots", 1), ("max_in_flight", 1), ("prefetch", 0)):
             if getattr(self.config, name) < least:
                 raise ConfigError(name, f"{name} must be at least {least}")
-        self._workdir = tempfile.mkdtemp(prefix="potsandbox-")
+        self._workdir = tempfile.mkdtemp(prefix=NAME_PREFIX)
         os.chmod(self._workdir, 0o755)
         self._cgroup = _pool_cgroup(os.path.basename(self._workdir))
         self._closed = False
@@ -529,6 +532,8 @@ def _pool_cgroup(name: str) -> str | None:
         log.info("no writable pids cgroup: tasks' threads are bounded by memory only")
         return None
     try:
+        for stale in glob.glob(os.path.join(root, f"{NAME_PREFIX}*")):
+            cgroups.remove(stale)  # left by a killed pool; one that holds processes stays
         return cgroups.create(root, name)
     except OSError as exc:
         log.warning("no pids cgroup for the zygotes: %s", exc)

@@ -74,6 +74,16 @@ def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
     assert cgroup is None or not os.path.exists(cgroup), "the pids cgroup outlived the executor"
 
 
+def test_an_empty_cgroup_left_by_a_killed_pool_is_removed_by_the_next() -> None:
+    root = cgroups.writable_root()
+    if root is None:
+        pytest.skip("not verified: no writable pids cgroup hierarchy")
+    stale = cgroups.create(cgroups.create(root, "potsandbox-killed"), "zygote-1", 10)
+    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+        assert "pids-cgroup" in ex.layers, ex.layers
+        assert not os.path.exists(os.path.dirname(stale))
+
+
 def _pool_cgroup(layers: tuple[str, ...], workdir: str) -> str | None:
     """Where the pool keeps its zygotes' pids cgroups (named for its work directory)."""
     root = cgroups.writable_root()
