@@ -295,9 +295,9 @@ def _print_uncaught(exc: BaseException) -> None:
 
     SystemExit prints no traceback, only a code that is not an int. Any other goes to the
     program's own sys.excepthook if it set one, else prints its traceback from the
-    program's first frame on, never the harness's frames, which would
-    tell the program's author where we are installed: a syntax error in the program
-    itself has none of the program's, so it prints bare, as the interpreter prints it.
+    program's first frame on, never the harness's frames, which would tell the program's
+    author where we are installed: a syntax error in the program itself has none of the
+    program's, so it prints bare, as the interpreter prints it.
     """
     if isinstance(exc, SystemExit):
         if not isinstance(exc.code, int):

@@ -531,9 +531,10 @@ def _pool_cgroup(name: str) -> str | None:
     if root is None:
         log.info("no writable pids cgroup: tasks' threads are bounded by memory only")
         return None
+    for stale in glob.glob(os.path.join(root, f"{NAME_PREFIX}*")):
+        with contextlib.suppress(OSError):  # left by a killed pool; one in use stays
+            cgroups.remove(stale)
     try:
-        for stale in glob.glob(os.path.join(root, f"{NAME_PREFIX}*")):
-            cgroups.remove(stale)  # left by a killed pool; one that holds processes stays
         return cgroups.create(root, name)
     except OSError as exc:
         log.warning("no pids cgroup for the zygotes: %s", exc)
