@@ -78,10 +78,14 @@ def test_an_empty_cgroup_left_by_a_killed_pool_is_removed_by_the_next() -> None:
     root = cgroups.writable_root()
     if root is None:
         pytest.skip("not verified: no writable pids cgroup hierarchy")
-    stale = cgroups.create(cgroups.create(root, "potsandbox-killed"), "zygote-1", 10)
-    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
-        assert "pids-cgroup" in ex.layers, ex.layers
-        assert not os.path.exists(os.path.dirname(stale))
+    stale = cgroups.create(root, "potsandbox-killed")
+    cgroups.create(stale, "zygote-1", 10)
+    try:
+        with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as ex:
+            assert "pids-cgroup" in ex.layers, ex.layers
+            assert not os.path.exists(stale)
+    finally:
+        cgroups.remove(stale)
 
 
 def _pool_cgroup(layers: tuple[str, ...], workdir: str) -> str | None:
