@@ -13,7 +13,7 @@ mounts cgroups read-only) the executor runs without the layer and says so; the
 container's own limit (`docker run --pids-limit`, Kubernetes `podPidsLimit`) is then
 the bound.
 
-Only `os` is imported: the zygote imports this module, and whatever it imports is
+Only `os` and `errno` are imported: the zygote imports this module, and whatever it imports is
 mapped into every task.
 """
 

@@ -11,7 +11,6 @@ import ast
 import atexit
 import builtins
 import contextlib
-import errno
 import gc
 import io
 import linecache
@@ -26,6 +25,7 @@ from typing import Any
 
 from potsandbox.executor.conventions import Kind
 from potsandbox.executor.render import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, as_number, plain, render
+from potsandbox.executor.verdict import POLICY_ERRNOS
 
 PROGRAM_FILE = "<program>"
 PRELUDE_FILE = "<prelude>"
@@ -263,11 +263,6 @@ _READERS: dict[Kind, Callable[[str, dict[str, Any], Any], tuple[str, Any]]] = {
 }
 
 
-_POLICY_ERRNOS = (errno.EPERM, errno.EACCES)
-"""An OSError with one of these may be the sandbox's refusal; a program may set any
-object as `errno`, so only a true int is compared, and reported."""
-
-
 def _error_frame(exc: BaseException) -> dict[str, Any]:
     frame: dict[str, Any] = {
         "kind": "error",
@@ -275,7 +270,8 @@ def _error_frame(exc: BaseException) -> dict[str, Any]:
         "message": _safe_str(exc),
         "line": _program_line(exc.__traceback__),
     }
-    if isinstance(exc, OSError) and type(exc.errno) is int and exc.errno in _POLICY_ERRNOS:
+    # A program may set any object as `errno`: only a true int is compared, and reported.
+    if isinstance(exc, OSError) and type(exc.errno) is int and exc.errno in POLICY_ERRNOS:
         frame["errno"] = exc.errno
     return frame
 

@@ -26,6 +26,9 @@ from potsandbox.executor.result import Status
 MAX_LINE = 2**31 - 1
 """Line numbers travel as int32."""
 
+POLICY_ERRNOS = (errno.EPERM, errno.EACCES)
+"""The errnos of the sandbox's refusals: an uncaught PermissionError with one is `blocked`."""
+
 CPU_LIMIT_SHARE = 0.5
 """A SIGXCPU/SIGKILL death after this share of the CPU limit is the limit, not a crash: the
 kernel checks the precise run time, while rusage reports tick-sampled time that can be
@@ -147,7 +150,7 @@ def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
     status = Status.SYNTAX_ERROR if syntax else Status.ERROR
     if error_type == "MemoryError":
         status = Status.MEMORY_LIMIT
-    elif error_type == "PermissionError" and frame.get("errno") in (errno.EPERM, errno.EACCES):
+    elif error_type == "PermissionError" and frame.get("errno") in POLICY_ERRNOS:
         status = Status.BLOCKED
     line = frame.get("line")
     return {
