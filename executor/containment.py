@@ -6,8 +6,9 @@ forbids the very calls the earlier steps make. A step runs in the longest-lived
 process that can take it, because a step taken in the fresh spare itself is paid in
 copy-on-write faults by every task:
 1. the zygote, once (`contain_zygote`): no_new_privs, no capabilities, signal mask;
-2. the fork server, once (`contain_fork_server`): Landlock, inherited by each spare;
-3. the fork server, on each new spare from outside (`adopt`): fixed rlimits, nice;
+2. the fork server, once (`contain_fork_server`): Landlock and the fixed rlimits it can
+   live under itself, inherited by each spare;
+3. the fork server, on each new spare from outside (`adopt`): the other fixed rlimits, nice;
 4. the spare itself, before its task exists (`contain`): session, death signal,
    descriptors and their limit, seccomp;
 5. the zygote, from outside, before it hands the spec over (`limit`): the request's
@@ -96,23 +97,28 @@ def contain_zygote() -> None:
 
 
 def contain_fork_server(sandbox: Sandbox) -> None:
-    """Confine the fork server to what a task may read; every spare it clones inherits it.
+    """Confine the fork server to what a task may read and to the limits it can live
+    under; every spare it clones inherits both.
 
     The fork server opens no file, so the confinement costs it nothing; it runs after
-    `contain_zygote()`, whose no_new_privs Landlock requires.
+    `contain_zygote()`, whose no_new_privs Landlock requires. A limit taken here once
+    is a `prlimit` fewer for every spare (`adopt`).
     """
     if sandbox.landlock is not None:
         sandbox.landlock.restrict_self()
+    for which, value in INHERITED_LIMITS:
+        resource.setrlimit(which, (value, value))
 
 
 def adopt(pid: int) -> None:
-    """Set the fixed rlimits and the low priority on a new spare, from the fork server.
+    """Set the limits the fork server cannot hold itself and the low priority on a new
+    spare, from the fork server.
 
     Runs before the fork server reports the spare, so before the spare's spec, and so
     its program, can exist. Lowering another process's limits and raising its nice
     value need no capability, only the same user.
     """
-    for which, value in FIXED_LIMITS:
+    for which, value in SPARE_LIMITS:
         resource.prlimit(pid, which, (value, value))
     os.setpriority(os.PRIO_PROCESS, pid, CHILD_NICE)
 
@@ -179,9 +185,7 @@ def _wire_descriptors(pipes: Pipes, devnull: int) -> None:
         os.closerange(low, high)
 
 
-FIXED_LIMITS = (
-    (resource.RLIMIT_FSIZE, 0),
-    (resource.RLIMIT_NPROC, NPROC),
+INHERITED_LIMITS = (
     (resource.RLIMIT_CORE, 0),
     (resource.RLIMIT_MEMLOCK, 0),
     (resource.RLIMIT_STACK, STACK_BYTES),
@@ -189,5 +193,14 @@ FIXED_LIMITS = (
     (resource.RLIMIT_RTPRIO, 0),
     (resource.RLIMIT_SIGPENDING, SIGPENDING),
 )
+"""Fixed limits the fork server takes on itself once; each spare inherits them."""
+SPARE_LIMITS = (
+    (resource.RLIMIT_FSIZE, 0),
+    (resource.RLIMIT_NPROC, NPROC),
+)
+"""Fixed limits set on each spare: not on the fork server, whose stderr may be a regular
+file (a write to it would die of SIGXFSZ) and whose clones count against NPROC with every
+process of its user (all zygotes' spares among them)."""
+FIXED_LIMITS = INHERITED_LIMITS + SPARE_LIMITS
 """The same for every task, soft == hard so the program cannot raise them back; NOFILE is
 set by the spare itself (`contain`), CPU and address space per request (`limit`)."""

@@ -169,6 +169,8 @@ def _serve(sock: socket.socket, life: Life) -> NoReturn:
 
 
 def _send_batch(sock: socket.socket, life: Life) -> None:
+    """Clone a batch, then adopt it: each clone makes every page the fork server writes
+    after it a copy-on-write fault again, so the steps between two clones are kept few."""
     pids: list[int] = []
     fds: list[int] = []
     while len(pids) < BATCH:
@@ -181,6 +183,7 @@ def _send_batch(sock: socket.socket, life: Life) -> None:
             continue
         pids.append(pid)
         fds.extend(ends)
+    for pid in pids:
         life.adopt(pid)
     try:
         socket.send_fds(sock, [marshal.dumps(pids)], fds)
