@@ -70,8 +70,9 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 """Paired with the server, which permits a ping every 10 s even without calls."""
 
-MAX_MESSAGE_BYTES = 64 << 20
-"""Above the server's largest response (stdout and stderr at their 16 MiB maximum)."""
+MAX_MESSAGE_BYTES = 128 << 20
+"""Above the server's largest response: stdout and stderr at their 16 MiB maximum, each
+undecodable byte of them sent as U+FFFD (three bytes), plus answer and error."""
 
 DEFAULT_DEADLINE_S = 300.0
 """Deadline of one `run` call, queueing included; a batch has none unless asked."""

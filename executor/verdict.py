@@ -169,7 +169,7 @@ def _stdout_answer(stdout: bytes) -> dict[str, Any]:
     return {
         "status": Status.OK,
         "convention": "stdout",
-        "answer": lines[-1],
+        "answer": lines[-1][:MAX_ANSWER_CHARS],
         "answer_number": _parse_float(lines[-1]),
     }
 

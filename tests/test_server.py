@@ -32,6 +32,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from processes import waiting_in
 from prometheus_client.parser import text_string_to_metric_families
 
+from potsandbox.client import SandboxClient
 from potsandbox.executor import AsyncExecutor, PoolConfig, Result, Status
 from potsandbox.executor.wire import make_request, result_from_proto
 from potsandbox.v1 import sandbox_pb2 as pb
@@ -201,6 +202,29 @@ def test_a_program_runs_and_its_answer_comes_back(stub: Any) -> None:
         "42\n",
         "x-1",
     )
+
+
+def test_the_largest_result_reaches_the_client_even_when_every_output_byte_is_undecodable(
+    server: Server,
+) -> None:
+    """Stdout and stderr at the server's maximum cap, all of it invalid UTF-8: each byte
+    becomes U+FFFD (three bytes), so the Result is three times the raw output and must
+    still fit the server's send limit; the stdout answer is cut like any answer."""
+    cap = int(SHARED_FLAGS["--max-output-bytes"])
+    program = (
+        "import os\n"
+        f"os.write(1, b'\\xff' * {cap - 1})\n"
+        f"os.write(2, b'\\xff' * {cap - 1})\n"
+        "ans = 1\n"
+    )
+    long_line = "print('7' * 100_000)"
+    with SandboxClient(f"127.0.0.1:{server.port}") as client:
+        result = client.run(program, convention="ans", output_bytes=cap, timeout=20)
+        line = client.run(long_line, convention="stdout", output_bytes=cap)
+    assert (result.status, result.answer) == (Status.OK, "1"), result.error_message
+    assert result.stdout == result.stderr == "\ufffd" * (cap - 1)
+    assert line.status is Status.OK and line.stdout == "7" * 100_000 + "\n"
+    assert line.answer == "7" * 2000 and line.answer_number == float("7" * 100_000)
 
 
 def test_the_default_timeout_is_the_flag_not_the_library_default(stub: Any) -> None:
