@@ -33,6 +33,7 @@ from potsandbox.executor.bpf import (
     call_prctl,
     set_no_new_privs,
 )
+from potsandbox.executor.limits import cpu_rlimit_s
 
 if TYPE_CHECKING:
     from potsandbox.executor.landlock import Ruleset
@@ -145,7 +146,7 @@ def limit(pid: int, sandbox: Sandbox, *, cpu_s: float, memory_mb: int) -> None:
     limits needs no capability, only the same user.
     """
     memory = sandbox.base_vm_bytes + (memory_mb << 20)
-    cpu = max(1, int(cpu_s + 0.999))
+    cpu = cpu_rlimit_s(cpu_s)
     resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
     resource.prlimit(pid, resource.RLIMIT_AS, (memory, memory))
 

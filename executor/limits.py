@@ -24,6 +24,12 @@ class Limits:
     """Cap on stdout and on stderr each; at the cap the task ends as output_limit."""
 
 
+def cpu_rlimit_s(cpu_s: float) -> int:
+    """The RLIMIT_CPU a task gets for a CPU limit: whole seconds (the kernel's unit), rounded
+    up, at least one."""
+    return max(1, math.ceil(cpu_s))
+
+
 @dataclass(frozen=True, slots=True)
 class LimitPolicy:
     """Server defaults and the maxima a request may not exceed."""

@@ -426,8 +426,31 @@ def test_cpu_limit_below_the_wall_limit_times_out_as_cpu_limit(ex: Executor) -> 
     assert result.status is Status.TIMEOUT, show(result)
     assert result.error_type == "CpuLimit", show(result)
     assert result.signal in (signal.SIGXCPU, signal.SIGKILL), show(result)
-    assert result.cpu_time_s >= 0.5, show(result)  # rusage is tick-sampled, below the real time
+    assert result.cpu_time_s >= 0.9, show(result)  # rusage's total is the exact run time
     assert result.wall_time_s < 6.0, show(result)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGXCPU])
+def test_self_kill_after_most_of_the_cpu_limit_is_crashed_not_cpu_limit(
+    ex: Executor, signum: int
+) -> None:
+    """Two threads burn 1.2 CPU-seconds of a 2 s limit, then the program kills itself: the
+    limit was not reached, so this is its own crash, whatever share of the limit it used."""
+    program = (
+        "import hashlib, os, threading, time\n"
+        "data = b'x' * (1 << 20)\n"
+        "def burn():\n"
+        "    while time.thread_time() < 0.6:\n"
+        "        hashlib.sha256(data).digest()\n"
+        "workers = [threading.Thread(target=burn) for _ in range(2)]\n"
+        "for w in workers: w.start()\n"
+        "for w in workers: w.join()\n"
+        f"os.kill(os.getpid(), {int(signum)})\n"
+    )
+    result = run(ex, program, timeout_s=20.0, cpu_s=2.0)
+    assert result.status is Status.CRASHED, show(result)
+    assert (result.error_type, result.signal) == (signal.Signals(signum).name, signum), show(result)
+    assert result.cpu_time_s >= 1.0, show(result)  # the old rule (half the limit) said CpuLimit
 
 
 # =========================================================================== memory
