@@ -559,7 +559,7 @@ def zygote_environment(workdir: str, *, huge_pages: bool = True) -> dict[str, st
         "TMPDIR": workdir,
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
+        "PYTHONIOENCODING": "utf-8:surrogateescape",  # what plain python3 uses in C.UTF-8
         "PYTHONDONTWRITEBYTECODE": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",

@@ -518,6 +518,21 @@ def test_unicode_in_stdout_and_answer_is_exact(ex: Executor) -> None:
     assert result.stdout == "数学 🎉 ñ Ω\n"
 
 
+def test_printing_a_lone_surrogate_writes_its_byte_as_plain_python_does(ex: Executor) -> None:
+    """In the C.UTF-8 locale plain python3 writes stdout with surrogateescape: text decoded
+    from undecodable bytes prints back as those bytes instead of failing."""
+    program = "print('\\udcff')\nprint('after')"
+    plain = subprocess.run(
+        [sys.executable, "-I", "-c", program],
+        capture_output=True,
+        env={"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+        timeout=60,
+    )
+    result = run(ex, program, convention="stdout")
+    assert (plain.returncode, plain.stdout) == (0, b"\xff\nafter\n"), plain
+    assert (result.status, result.stdout) == (Status.OK, "\ufffd\nafter\n"), show(result)
+
+
 def test_unicode_last_stdout_line_is_the_answer(ex: Executor) -> None:
     result = run(ex, "print('ignored')\nprint('π ≈ 3.14159 🥧')", convention="stdout")
     assert_answer(result, "π ≈ 3.14159 🥧")
