@@ -50,8 +50,16 @@ _run_exitfuncs, _collect = atexit._run_exitfuncs, gc.collect
 `gc.collect` changes its own calls, not how it ends."""
 
 
-MEMORY_FRAME: dict[str, Any] = {"kind": "error", "type": "MemoryError", "message": "", "line": None}
-"""Built before the program runs: reporting must not need memory the program exhausted."""
+MEMORY_FRAME: dict[str, Any] = {
+    "kind": "error",
+    "type": "MemoryError",
+    "message": "",
+    "line": None,
+    "memory": True,
+}
+"""Built before the program runs: reporting must not need memory the program exhausted.
+`memory` marks the interpreter's own MemoryError (or a subclass, as numpy's), not a class
+of the program that happens to share its name."""
 
 RESERVE_BYTES = 1 << 20
 """Address space held back (an untouched anonymous mapping: no page is copied) and given
@@ -63,8 +71,9 @@ def run(program: str, prelude: str, kind: Kind, name: str) -> dict[str, Any]:
     reserve = mmap.mmap(-1, RESERVE_BYTES, flags=mmap.MAP_PRIVATE)
     try:
         return _run(program, prelude, kind, name, reserve)
-    except MemoryError:
+    except MemoryError as exc:  # outside the program's run: the compiler's, say
         reserve.close()
+        _print_uncaught(exc)
         return MEMORY_FRAME
 
 
@@ -77,6 +86,9 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
     except (SyntaxError, ValueError) as exc:
         _print_uncaught(exc)
         return _syntax_frame(exc)
+    except RecursionError as exc:  # nesting too deep for the compiler: the script fails
+        _print_uncaught(exc)
+        return _error_frame(exc)
     namespace = _fresh_main()
     _reseed()
     try:
@@ -94,6 +106,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         reserve.close()
         line = _program_line(exc.__traceback__)
         namespace.clear()  # drop the program's objects so the report itself can allocate
+        _print_uncaught(exc)
         exc.__traceback__ = None
         return MEMORY_FRAME | {"message": _safe_str(exc), "line": line}
     except BaseException as exc:  # the program's own failure is a result, not our fault
@@ -182,7 +195,12 @@ def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.Co
     """Compile as plain CPython would; split off a final expression when it may be the answer."""
     if kind not in (Kind.LAST_EXPR, Kind.AUTO):
         return compile(program, PROGRAM_FILE, "exec"), None
-    tree = ast.parse(program, PROGRAM_FILE)
+    try:
+        tree = ast.parse(program, PROGRAM_FILE)
+    except RecursionError:  # too deep for ast's objects: the compiler's own verdict, unchained
+        tree = None
+    if tree is None:
+        return compile(program, PROGRAM_FILE, "exec"), None
     final = tree.body[-1] if tree.body else None
     if not isinstance(final, ast.Expr):
         return compile(tree, PROGRAM_FILE, "exec"), None
@@ -304,7 +322,8 @@ def _print_uncaught(exc: BaseException) -> None:
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
     hook = getattr(sys, "excepthook", None)
-    with contextlib.suppress(Exception):  # a hostile message (its __len__, say) ends it early
+    # A hostile message (its __len__, say) ends it early; so does memory still exhausted.
+    with contextlib.suppress(Exception):
         if hook is None or hook is sys.__excepthook__:
             traceback.print_exception(type(exc), exc, tb)
         else:

@@ -151,7 +151,7 @@ def _uncontained(data: bytes) -> dict[str, Any]:
 def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
     error_type = _text(frame.get("type"), MAX_NAME_CHARS) or "Exception"
     status = Status.SYNTAX_ERROR if syntax else Status.ERROR
-    if error_type == "MemoryError":
+    if frame.get("memory") is True:
         status = Status.MEMORY_LIMIT
     elif error_type == "PermissionError" and frame.get("errno") in POLICY_ERRNOS:
         status = Status.BLOCKED

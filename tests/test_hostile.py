@@ -18,6 +18,7 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -474,6 +475,59 @@ def test_bytearray_bomb_is_memory_limit(ex: Executor) -> None:
     program = 'blob = bytearray(1 << 30)\nprint("REACHED", len(blob))'
     reached(program)
     assert_memory_limit(run(ex, program))
+
+
+def as_script(program: str, tmp_path: Path, **kwargs: Any) -> str:
+    """What plain python3 prints on stderr running `program` as a script file, the file's
+    name given as the sandbox names the program."""
+    script = tmp_path / "program.py"
+    script.write_text(program)
+    done = subprocess.run(
+        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60, **kwargs
+    )
+    assert done.returncode != 0, done
+    return done.stderr.replace(str(script), "<program>")
+
+
+def _limit_address_space() -> None:
+    limit = (MEMORY_MB + 256) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_memory_limit_prints_the_traceback_plain_python_prints(
+    ex: Executor, tmp_path: Path
+) -> None:
+    program = "def grow():\n    return bytearray(1 << 30)\n\nblob = grow()\n"
+    expected = as_script(program, tmp_path, preexec_fn=_limit_address_space)
+    result = run(ex, program)
+    assert_memory_limit(result)
+    assert expected.endswith("MemoryError\n") and result.stderr == expected, show(result)
+
+
+def test_a_programs_own_class_named_memory_error_is_error_not_memory_limit(
+    ex: Executor,
+) -> None:
+    program = "class MemoryError(Exception):\n    pass\n\nraise MemoryError('not memory')"
+    result = run(ex, program)
+    assert result.status is Status.ERROR, show(result)
+    assert (result.error_type, result.error_message) == ("MemoryError", "not memory")
+    assert result.peak_memory_mb < 200, show(result)
+
+
+def test_nesting_too_deep_for_the_compiler_is_error_recursion_error(
+    ex: Executor, tmp_path: Path
+) -> None:
+    """The compiler's own RecursionError fails the script (no frame of it, so no traceback);
+    it escaped the harness, which ended with status 70."""
+    program = "ans = 1" + "+1" * 300_000
+    expected = as_script(program, tmp_path)
+    result = run(ex, program)
+    assert (result.status, result.error_type) == (Status.ERROR, "RecursionError"), show(result)
+    assert (
+        result.stderr
+        == expected
+        == ("RecursionError: maximum recursion depth exceeded during compilation\n")
+    )
 
 
 def test_numpy_ones_50000_square_is_memory_limit(ex: Executor) -> None:
