@@ -91,6 +91,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         return _error_frame(exc)
     namespace = _fresh_main()
     _reseed()
+    _match_script_recursion_depth()
     try:
         try:
             if prelude_code is not None:
@@ -150,6 +151,7 @@ def warm_up() -> None:
                     os.close(read_end)
     finally:
         sys.modules["__main__"] = main
+        sys.setrecursionlimit(SCRIPT_RECURSION_LIMIT)
         linecache.cache.pop(PROGRAM_FILE, None)
         linecache.cache.pop(PRELUDE_FILE, None)
 
@@ -219,6 +221,24 @@ def _reseed() -> None:
         module = sys.modules.get(name)
         if module is not None:
             module.seed()
+
+
+SCRIPT_RECURSION_LIMIT = sys.getrecursionlimit()
+"""The interpreter's default, which a script's first frame starts under."""
+
+
+def _match_script_recursion_depth() -> None:
+    """Give the program the recursion depth a script has: the levels the harness's frames
+    below it use (12 frames in a task, and one more for `exec` entering the evaluation loop
+    afresh), or RecursionError would come 13 calls early and its traceback would count 13
+    repeats fewer. `sys.getrecursionlimit()` shows the difference instead, which programs
+    read far less often than they recurse."""
+    frame: types.FrameType | None = sys._getframe(1)
+    below = 1  # exec's new entry into the evaluation loop
+    while frame is not None:
+        below += 1
+        frame = frame.f_back
+    sys.setrecursionlimit(SCRIPT_RECURSION_LIMIT + below)
 
 
 def _fresh_main() -> dict[str, Any]:
@@ -381,6 +401,6 @@ def _register_source(filename: str, source: str) -> None:
 
 
 def _flush_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # the program may have closed or replaced them
-            stream.flush()
+    for name in ("stdout", "stderr"):
+        with contextlib.suppress(Exception):  # the program may have closed, replaced or
+            getattr(sys, name).flush()  # deleted them (plain CPython then ends quietly)

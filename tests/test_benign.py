@@ -460,6 +460,7 @@ ENDED_BY_AN_EXCEPTION = {
     "syntax_error": "x = (1,\nans = 2",
     "invalid_syntax": "ans = 1 +* 2",
     "tab_error": "if 1:\n\tx = 1\n        y = 2",
+    "infinite_recursion": "def down(n):\n    return down(n + 1)\n\ndown(0)",
     "exit_with_a_message": "import sys\nsys.exit('no solution')",
     "exit_with_a_code": "print('partial')\nraise SystemExit(3)",
     "own_excepthook": """
@@ -500,6 +501,37 @@ def test_a_failing_program_prints_what_plain_python_prints(
     assert result.status in (Status.ERROR, Status.SYNTAX_ERROR), show(result)
     assert plain.returncode != 0, plain
     assert result.stderr == plain.stderr.replace(str(script), "<program>")
+
+
+def test_recursion_goes_exactly_as_deep_as_in_a_script(ex: Executor, tmp_path: Path) -> None:
+    """The harness's own frames below the program must not cost it recursion levels."""
+    program = textwrap.dedent(
+        """
+        depth = 0
+
+        def down(n):
+            global depth
+            depth = n
+            down(n + 1)
+
+        try:
+            down(1)
+        except RecursionError:
+            pass
+        print(depth)
+        """
+    )
+    script = tmp_path / "program.py"
+    script.write_text(program)
+    plain = subprocess.run(
+        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60
+    )
+    results = [
+        run(ex, imports + program, convention="stdout")
+        for imports in ("", "import numpy\n", "import sympy\n")
+    ]
+    assert plain.stdout.strip().isdigit(), plain
+    assert [r.stdout for r in results] == [plain.stdout] * 3, [show(r) for r in results]
 
 
 def test_10_kb_of_output_is_kept_whole(ex: Executor) -> None:
