@@ -443,6 +443,9 @@ class _BaseClient:
             )
         except wire.RequestError as exc:
             return _error_result("InvalidRequest", f"{exc.field}: {exc}", task_id)
+        except Exception as exc:  # e.g. an id whose str() fails: this item's error, not the batch's
+            message = f"unreadable item: {type(exc).__name__}: {exc}"
+            return _error_result("InvalidRequest", message, task_id)
         return _Item(index, request, task_id)
 
     def _delay(self, attempt: int) -> float:

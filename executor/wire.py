@@ -119,7 +119,8 @@ def make_request(
     with the server it talks to; only text that cannot be UTF-8 at all fails here.
 
     Raises:
-        RequestError: `program` or `prelude` is a str holding lone surrogates.
+        RequestError: a text field (program, prelude, convention, name, id) is a str
+            holding lone surrogates.
     """
     limits = pb.Limits(
         timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, output_bytes=output_bytes
@@ -127,10 +128,10 @@ def make_request(
     return pb.ExecuteRequest(
         program=_encode_source(program, "program"),
         prelude=_encode_source(prelude, "prelude"),
-        convention=str(convention) if convention is not None else "",
-        name=name or "",
+        convention=_checked_text(str(convention) if convention is not None else "", "convention"),
+        name=_checked_text(name or "", "name"),
         limits=limits if limits.ListFields() else None,
-        id=id,
+        id=_checked_text(id, "id"),
     )
 
 
@@ -142,6 +143,13 @@ def _encode_source(text: str | bytes, field: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise RequestError(field, f"{field} is not encodable as UTF-8 ({e.reason})") from None
+
+
+def _checked_text(text: str, field: str) -> str:
+    """`text` for a protobuf string field, which must encode as UTF-8."""
+    if not text.isascii():
+        _encode_source(text, field)
+    return text
 
 
 def parse_request(

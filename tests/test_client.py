@@ -112,6 +112,24 @@ def test_run_of_an_invalid_request_raises_invalid_request(client: SandboxClient)
         client.run("print(1)", convention="bogus")
 
 
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("convention", {"convention": "variable:\udcff"}),
+        ("name", {"name": "\udcff"}),
+        ("id", {"id": "\udcff"}),
+        ("prelude", {"prelude": "x = '\udcff'"}),
+    ],
+)
+def test_text_that_is_not_utf8_is_invalid_request_naming_the_field(
+    client: SandboxClient, field: str, options: dict[str, str]
+) -> None:
+    """Lone surrogates cannot travel in a protobuf string: the field is named, not a
+    UnicodeEncodeError raised from the message's constructor."""
+    with pytest.raises(errors.InvalidRequest, match=f"^{field}: {field} is not encodable"):
+        client.run("ans = 1", **options)  # type: ignore[arg-type]
+
+
 def test_deadline_shorter_than_the_timeout_cuts_the_program(client: SandboxClient) -> None:
     started = time.monotonic()
     result = client.run("import time\ntime.sleep(10)", timeout=30, deadline=1.0)
@@ -153,6 +171,8 @@ def test_invalid_items_become_error_results_and_the_batch_goes_on(
         {"id": "no-program", "convention": "stdout"},
         {"id": "no-output", "program": "ans = 1"},
         42,
+        {"id": "surrogate", "program": "ans = 1", "convention": "variable:\udcff"},
+        {"id": _UnprintableId(), "program": "ans = 1"},
         {"id": "fine", "program": "ans = 2", "convention": "ans"},
     ]
     results = client.run_many(items, convention="stdout", timeout=None)  # type: ignore[arg-type]
@@ -163,11 +183,22 @@ def test_invalid_items_become_error_results_and_the_batch_goes_on(
         Status.ERROR,
         Status.NO_ANSWER,
         Status.ERROR,
+        Status.ERROR,
+        Status.ERROR,
         Status.OK,
     ]
     refused = [r for r in results if r.error_type == "InvalidRequest"]
-    assert [r.task_id for r in refused] == ["1", "bad-convention", "no-program", "5"]
+    ids = ["1", "bad-convention", "no-program", "5", "surrogate", "7"]
+    assert [r.task_id for r in refused] == ids
+    assert "RuntimeError: no text" in (refused[-1].error_message or "")
     assert results[-1].answer == "2"
+
+
+class _UnprintableId:
+    """A record id whose str() fails: the item's error, never a lost or short batch."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
 
 
 def test_limits_above_the_server_maximum_are_refused_locally(client: SandboxClient) -> None:
