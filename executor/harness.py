@@ -49,6 +49,19 @@ _run_exitfuncs, _collect = atexit._run_exitfuncs, gc.collect
 """The interpreter's own finalization steps, bound before any program: one that rebinds
 `gc.collect` changes its own calls, not how it ends."""
 
+_gettrace, _settrace, _getprofile, _setprofile = (
+    sys.gettrace,
+    sys.settrace,
+    sys.getprofile,
+    sys.setprofile,
+)
+_held_hooks: list[Any] = [None, None]
+"""The trace and profile functions the program left set, held while the harness's own
+code runs and given back for the end of the script (`shut_down`): plain CPython runs no
+Python of its own between the two, so a trace function must see none of ours, nor where
+we are installed. Taken and given back inline, by C calls only: a call of a function of
+ours would itself be traced (a profile function still sees `setprofile` as a `c_call`)."""
+
 
 MEMORY_FRAME: dict[str, Any] = {
     "kind": "error",
@@ -102,6 +115,10 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
             if exc.code not in (None, 0):
                 raise
             last_value = _MISSING
+        finally:
+            _held_hooks[:] = (_gettrace(), _getprofile())
+            _settrace(None)
+            _setprofile(None)
         return _answer_frame(kind, name, namespace, last_value)
     except MemoryError as exc:
         reserve.close()
@@ -164,12 +181,15 @@ def shut_down() -> None:
     the `finally` of its unfinished generators; what all of these print is part of the
     program's output. A thread that never ends keeps the task alive until its deadline,
     as it would keep the reference interpreter. Daemon threads are abandoned, as there.
-    Their exceptions are printed, never raised.
+    Their exceptions are printed, never raised. The program's trace and profile functions
+    are back on for its callbacks and finalizers, and off again for our last flush.
     """
     try:
-        threading = sys.modules.get("threading")
+        threading = sys.modules.get("threading")  # loaded by the zygote as often as not
         if threading is not None:
             threading._shutdown()
+        _settrace(_held_hooks[0])
+        _setprofile(_held_hooks[1])
         _run_exitfuncs()
         sys.modules.pop("__main__", None)
         _collect()  # the program's functions hold its globals in a cycle
@@ -177,6 +197,8 @@ def shut_down() -> None:
         with contextlib.suppress(BaseException):  # e.g. no memory left to print it
             traceback.print_exception(exc)
     finally:
+        _settrace(None)
+        _setprofile(None)
         _flush_streams()
 
 

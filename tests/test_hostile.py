@@ -1649,6 +1649,38 @@ def test_setpriority_of_own_process_is_blocked_eperm(ex: Executor) -> None:
 # =========================================================================== result integrity
 
 
+HOOKED_PROGRAM = """
+import atexit, sys
+
+seen = set()
+
+
+def hook(frame, event, arg):
+    if event == "call":
+        seen.add(frame.f_code.co_filename)
+    return hook if sys.gettrace() is not None else None
+
+
+def solution():
+    return 6 * 7
+
+
+sys.{install}(hook)
+atexit.register(lambda: print(sorted(seen)))
+"""
+
+
+@pytest.mark.parametrize("install", ["settrace", "setprofile"])
+def test_trace_and_profile_hooks_never_see_harness_code(ex: Executor, install: str) -> None:
+    """After the program, the harness reads the answer, renders and reports it: a hook the
+    program left set would see those frames (and where we are installed). It sees the
+    program's own calls, its call convention's function and its atexit callback, as under
+    plain CPython, and nothing of ours."""
+    result = ex.run(HOOKED_PROGRAM.format(install=install), convention="call")
+    assert (result.status, result.answer) == (Status.OK, "42"), show(result)
+    assert result.stdout == "['<program>']\n", show(result)  # the atexit lambda's own frame
+
+
 def test_garbage_written_to_fds_3_to_64_cannot_forge_the_verdict(ex: Executor) -> None:
     program = """
     import os
