@@ -1674,8 +1674,8 @@ atexit.register(lambda: print(sorted(seen)))
 def test_trace_and_profile_hooks_never_see_harness_code(ex: Executor, install: str) -> None:
     """After the program, the harness reads the answer, renders and reports it: a hook the
     program left set would see those frames (and where we are installed). It sees the
-    program's own calls, its call convention's function and its atexit callback, as under
-    plain CPython, and nothing of ours."""
+    program's own calls and its atexit callback, as under plain CPython, and nothing of
+    ours (the call convention's function, which a script never calls, runs without it)."""
     result = ex.run(HOOKED_PROGRAM.format(install=install), convention="call")
     assert (result.status, result.answer) == (Status.OK, "42"), show(result)
     assert result.stdout == "['<program>']\n", show(result)  # the atexit lambda's own frame
