@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +95,15 @@ def known_differences() -> dict[str, str]:
     if not KNOWN_DIFFERENCES.exists():
         return {}
     return dict(json.loads(KNOWN_DIFFERENCES.read_text()))
+
+
+def run_as_script(program: str, directory: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Plain `python3 -I` running `program` as a script file in `directory`: what the
+    sandbox must match. Its stderr names the file as the sandbox names the program."""
+    script = directory / "program.py"
+    script.write_text(program)
+    done = subprocess.run(
+        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60, **kwargs
+    )
+    done.stderr = done.stderr.replace(str(script), "<program>")
+    return done

@@ -24,6 +24,8 @@ import pytest
 
 from potsandbox.executor import Executor, LimitPolicy, Limits, PoolConfig, Result, Status
 
+from corpus import run_as_script
+
 pytestmark = pytest.mark.timeout(120)
 
 LIMITS = Limits(timeout_s=10.0, cpu_s=20.0, memory_mb=512, output_bytes=64 << 10)
@@ -492,15 +494,11 @@ def test_a_failing_program_prints_what_plain_python_prints(
     """As for a script file: frame for frame, source lines and carets included, the bare
     syntax error, SystemExit's message or nothing; only the file's name differs."""
     program = textwrap.dedent(ENDED_BY_AN_EXCEPTION[case])
-    script = tmp_path / "program.py"
-    script.write_text(program)
-    plain = subprocess.run(
-        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60
-    )
+    plain = run_as_script(program, tmp_path)
     result = run(ex, program)
     assert result.status in (Status.ERROR, Status.SYNTAX_ERROR), show(result)
     assert plain.returncode != 0, plain
-    assert result.stderr == plain.stderr.replace(str(script), "<program>")
+    assert result.stderr == plain.stderr
 
 
 def test_recursion_goes_exactly_as_deep_as_in_a_script(ex: Executor, tmp_path: Path) -> None:
@@ -521,11 +519,7 @@ def test_recursion_goes_exactly_as_deep_as_in_a_script(ex: Executor, tmp_path: P
         print(depth)
         """
     )
-    script = tmp_path / "program.py"
-    script.write_text(program)
-    plain = subprocess.run(
-        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60
-    )
+    plain = run_as_script(program, tmp_path)
     results = [
         run(ex, imports + program, convention="stdout")
         for imports in ("", "import numpy\n", "import sympy\n")

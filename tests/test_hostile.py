@@ -45,6 +45,8 @@ from potsandbox.executor import (
     pool,
 )
 
+from corpus import run_as_script
+
 pytestmark = pytest.mark.timeout(120)
 
 TIMEOUT_S = 2.0
@@ -478,15 +480,10 @@ def test_bytearray_bomb_is_memory_limit(ex: Executor) -> None:
 
 
 def as_script(program: str, tmp_path: Path, **kwargs: Any) -> str:
-    """What plain python3 prints on stderr running `program` as a script file, the file's
-    name given as the sandbox names the program."""
-    script = tmp_path / "program.py"
-    script.write_text(program)
-    done = subprocess.run(
-        [sys.executable, "-I", str(script)], capture_output=True, text=True, timeout=60, **kwargs
-    )
+    """What plain python3 prints on stderr when `program` fails as a script file."""
+    done = run_as_script(program, tmp_path, **kwargs)
     assert done.returncode != 0, done
-    return done.stderr.replace(str(script), "<program>")
+    return done.stderr
 
 
 def _limit_address_space() -> None:
