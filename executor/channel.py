@@ -5,7 +5,12 @@ from __future__ import annotations
 import marshal
 from typing import Any
 
-MAX_FRAME = 64 << 20
+from potsandbox.executor.limits import OUTPUT_BYTES_CEILING, largest_result_bytes
+
+MAX_FRAME = largest_result_bytes(OUTPUT_BYTES_CEILING)
+"""As large as the largest verdict, which carries a task's whole stdout and stderr as text
+(up to three times their bytes): a smaller bound refused a hostile task's verdict, and
+the pool took the refusal for its zygote's death."""
 
 CONTAINED = b"R"
 """First byte a task writes on its result channel, once contained and before its program

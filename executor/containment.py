@@ -43,8 +43,6 @@ _libc_syscall = ctypes.CDLL(None, use_errno=True).syscall
 
 RESULT_FD = 1000
 """The result pipe lives far above RLIMIT_NOFILE, out of the way of the program's own fds."""
-SPEC_FD = RESULT_FD + 1
-"""Where a contained spare waits for its spec; closed once read, before the program runs."""
 
 NOFILE = 64
 NPROC = 512
@@ -66,8 +64,6 @@ class Sandbox:
     landlock: Ruleset | None
     base_vm_bytes: int
     """The zygote's address-space size; the memory budget is added on top."""
-    devnull: int
-    """/dev/null, opened once by the zygote, becomes every task's stdin."""
     orphan_signal: bool
     """Ask for SIGKILL when the zygote dies. Not needed when the zygote is the init of
     the task's pid namespace: the kernel then kills the whole namespace with it."""
@@ -81,7 +77,7 @@ class Pipes:
     stderr: int
     result: int
     spec: int
-    """Read end of the pipe its spec arrives on."""
+    """Read end of the pipe its spec arrives on; the task's stdin once contained."""
 
 
 def contain_zygote() -> None:
@@ -133,7 +129,7 @@ def contain(sandbox: Sandbox, pipes: Pipes) -> None:
     os.setsid()
     if sandbox.orphan_signal:
         call_prctl("PR_SET_PDEATHSIG", PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
-    _wire_descriptors(pipes, sandbox.devnull)
+    _wire_descriptors(pipes)
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))  # below RESULT_FD: after the dup
     if sandbox.seccomp is not None:
         sandbox.seccomp.install(os.getpid())
@@ -153,9 +149,9 @@ def limit(pid: int, sandbox: Sandbox, *, cpu_s: float, memory_mb: int) -> None:
 
 MAX_FD = (1 << 31) - 1
 """os.closerange's upper bound: one close_range() call, whatever the limit."""
-CLOSE_RANGES = ((3, RESULT_FD), (SPEC_FD + 1, MAX_FD))
-"""The [low, high) descriptor ranges a task closes: all but 0-2, RESULT_FD and SPEC_FD
-(adjacent, so two ranges: two close_range() calls)."""
+CLOSE_RANGES = ((3, RESULT_FD), (RESULT_FD + 1, MAX_FD))
+"""The [low, high) descriptor ranges a task closes: all but 0-2 and RESULT_FD (two
+close_range() calls)."""
 
 
 class _CapHeader(ctypes.Structure):
@@ -175,13 +171,17 @@ def _drop_capabilities() -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
-def _wire_descriptors(pipes: Pipes, devnull: int) -> None:
-    """stdin from /dev/null, stdout/stderr to the parent's pipes, the result fd high up."""
-    os.dup2(devnull, 0)
+def _wire_descriptors(pipes: Pipes) -> None:
+    """stdin from the spec's pipe, stdout/stderr to the parent's pipes, the result fd high up.
+
+    The spare reads its spec from stdin to the end, so the program finds stdin at end of
+    file, as from /dev/null, but in a pipe of its own: flags a program set on one /dev/null
+    shared by every task (O_NONBLOCK, O_APPEND) were still set in every later task.
+    """
+    os.dup2(pipes.spec, 0)
     os.dup2(pipes.stdout, 1)
     os.dup2(pipes.stderr, 2)
     os.dup2(pipes.result, RESULT_FD, inheritable=False)
-    os.dup2(pipes.spec, SPEC_FD, inheritable=False)
     for low, high in CLOSE_RANGES:
         os.closerange(low, high)
 

@@ -94,7 +94,7 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
     _register_source(PROGRAM_FILE, program)
     _register_source(PRELUDE_FILE, prelude)
     try:
-        prelude_code = compile(prelude, PRELUDE_FILE, "exec") if prelude else None
+        prelude_code = _compile(prelude, PRELUDE_FILE, "exec") if prelude else None
         body, last_expr = _compile_program(program, kind)
     except (SyntaxError, ValueError) as exc:
         _print_uncaught(exc)
@@ -103,22 +103,27 @@ def _run(program: str, prelude: str, kind: Kind, name: str, reserve: mmap.mmap) 
         _print_uncaught(exc)
         return _error_frame(exc)
     namespace = _fresh_main()
-    _reseed()
+    # A function, made before the program can add an audit hook: calling it raises no
+    # audit event, where eval() raises "exec", which a script's last line never does.
+    final = types.FunctionType(last_expr, namespace) if last_expr is not None else None
+    _after_clone()
     _match_script_recursion_depth()
     try:
         try:
             if prelude_code is not None:
                 exec(prelude_code, namespace)
             exec(body, namespace)
-            last_value = eval(last_expr, namespace) if last_expr is not None else _MISSING
+            last_value = final() if final is not None else _MISSING
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 raise
             last_value = _MISSING
         finally:
             _held_hooks[:] = (_gettrace(), _getprofile())
-            _settrace(None)
-            _setprofile(None)
+            if _held_hooks[0] is not None:  # each call is an audit event
+                _settrace(None)
+            if _held_hooks[1] is not None:
+                _setprofile(None)
         return _answer_frame(kind, name, namespace, last_value)
     except MemoryError as exc:
         reserve.close()
@@ -173,6 +178,55 @@ def warm_up() -> None:
         linecache.cache.pop(PRELUDE_FILE, None)
 
 
+def stdio_as_pipes() -> None:
+    """Rebuild sys.stdin, stdout and stderr, in the zygote, as the interpreter builds them
+    for pipes, which a task's descriptors 0-2 are.
+
+    Built on the zygote's own /dev/null, they took themselves for seekable, and
+    `sys.stdout.reconfigure(encoding=...)` then asked a task's pipe for its position and
+    failed (ESPIPE) where a script's succeeds. Everything else is copied from the old ones.
+    """
+    read_end, write_end = os.pipe()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(read_end if fd == 0 else write_end, fd)
+        streams = [_rebuilt(stream, fd) for fd, stream in enumerate(_stdio())]
+    finally:
+        for fd, copy in enumerate(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(read_end)
+        os.close(write_end)
+    for name, stream in zip(("stdin", "stdout", "stderr"), streams, strict=True):
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _stdio() -> tuple[io.TextIOWrapper, io.TextIOWrapper, io.TextIOWrapper]:
+    streams = (sys.__stdin__, sys.__stdout__, sys.__stderr__)
+    if not all(isinstance(stream, io.TextIOWrapper) for stream in streams):
+        raise RuntimeError("the zygote started without descriptors 0-2")
+    return streams  # type: ignore[return-value]
+
+
+def _rebuilt(old: io.TextIOWrapper, fd: int) -> io.TextIOWrapper:
+    """What the interpreter's create_stdio() makes of `fd` with `old`'s settings."""
+    old.flush()
+    binary = open(fd, "rb" if fd == 0 else "wb", closefd=False)  # noqa: SIM115
+    binary.raw.name = old.buffer.raw.name  # type: ignore[attr-defined]
+    stream = io.TextIOWrapper(
+        binary,
+        encoding=old.encoding,
+        errors=old.errors,
+        newline="\n",
+        line_buffering=old.line_buffering,
+        write_through=old.write_through,
+    )
+    stream.mode = old.mode  # type: ignore[misc]
+    return stream
+
+
 def shut_down() -> None:
     """End as a script ends under plain CPython, after the answer has been reported.
 
@@ -188,8 +242,10 @@ def shut_down() -> None:
         threading = sys.modules.get("threading")  # loaded by the zygote as often as not
         if threading is not None:
             threading._shutdown()
-        _settrace(_held_hooks[0])
-        _setprofile(_held_hooks[1])
+        if _held_hooks[0] is not None:
+            _settrace(_held_hooks[0])
+        if _held_hooks[1] is not None:
+            _setprofile(_held_hooks[1])
         _run_exitfuncs()
         sys.modules.pop("__main__", None)
         _collect()  # the program's functions hold its globals in a cycle
@@ -197,8 +253,10 @@ def shut_down() -> None:
         with contextlib.suppress(BaseException):  # e.g. no memory left to print it
             traceback.print_exception(exc)
     finally:
-        _settrace(None)
-        _setprofile(None)
+        if _gettrace() is not None:
+            _settrace(None)
+        if _getprofile() is not None:
+            _setprofile(None)
         _flush_streams()
 
 
@@ -218,31 +276,41 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
 def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.CodeType | None]:
     """Compile as plain CPython would; split off a final expression when it may be the answer."""
     if kind not in (Kind.LAST_EXPR, Kind.AUTO):
-        return compile(program, PROGRAM_FILE, "exec"), None
+        return _compile(program, PROGRAM_FILE, "exec"), None
     try:
-        tree = ast.parse(program, PROGRAM_FILE)
+        tree = _compile(program, PROGRAM_FILE, "exec", ast.PyCF_ONLY_AST)
     except RecursionError:  # too deep for ast's objects: the compiler's own verdict, unchained
         tree = None
     if tree is None:
-        return compile(program, PROGRAM_FILE, "exec"), None
+        return _compile(program, PROGRAM_FILE, "exec"), None
     final = tree.body[-1] if tree.body else None
     if not isinstance(final, ast.Expr):
-        return compile(tree, PROGRAM_FILE, "exec"), None
+        return _compile(tree, PROGRAM_FILE, "exec"), None
     tree.body.pop()
     last = ast.Expression(final.value)
-    return compile(tree, PROGRAM_FILE, "exec"), compile(last, PROGRAM_FILE, "eval")
+    return _compile(tree, PROGRAM_FILE, "exec"), _compile(last, PROGRAM_FILE, "eval")
 
 
-def _reseed() -> None:
-    """A fresh interpreter seeds its generators from the OS; cloned ones share the zygote's.
+def _compile(source: Any, filename: str, mode: str, flags: int = 0) -> Any:
+    """compile() without this module's `from __future__` imports: inherited, they turned
+    every program's annotations into strings (an undefined name in one raised nothing)."""
+    return compile(source, filename, mode, flags, dont_inherit=True)
 
-    Task processes are raw clones (spares.py), so `random`'s own at-fork hook never
-    runs in them, and numpy's legacy global generator has none: both are reseeded here.
+
+def _after_clone() -> None:
+    """What a fresh interpreter has of its own that a clone shares with the zygote.
+
+    Task processes are raw clones (spares.py), so no at-fork hook runs in them: `random`
+    and numpy's legacy global generator (which has no hook) are reseeded from the OS,
+    and the main thread takes the task's thread id, as `threading`'s hook would give it.
     """
     for name in ("random", "numpy.random"):
         module = sys.modules.get(name)
         if module is not None:
             module.seed()
+    threading = sys.modules.get("threading")
+    if threading is not None:  # the main thread's id is the task's, not the zygote's
+        threading.main_thread()._set_native_id()
 
 
 SCRIPT_RECURSION_LIMIT = sys.getrecursionlimit()
@@ -355,21 +423,51 @@ def _print_uncaught(exc: BaseException) -> None:
     author where we are installed: a syntax error in the program itself has none of the
     program's, so it prints bare, as the interpreter prints it.
     """
+    stderr = getattr(sys, "stderr", None)
     if isinstance(exc, SystemExit):
         if not isinstance(exc.code, int):
             with contextlib.suppress(Exception):  # a hostile __str__ changes nothing here
-                print(exc.code, file=sys.stderr)
+                if stderr is None:  # the interpreter then writes to descriptor 2 itself
+                    os.write(2, f"{exc.code}\n".encode(errors="backslashreplace"))
+                else:
+                    print(exc.code, file=stderr)
         return
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename not in (PROGRAM_FILE, PRELUDE_FILE):
         tb = tb.tb_next
+    exc.__traceback__ = tb  # what a hook or a program's finalizer may read of it
     hook = getattr(sys, "excepthook", None)
     # A hostile message (its __len__, say) ends it early; so does memory still exhausted.
     with contextlib.suppress(Exception):
         if hook is None or hook is sys.__excepthook__:
-            traceback.print_exception(type(exc), exc, tb)
+            if stderr is not None:  # without sys.stderr the interpreter prints nothing
+                _print_traceback(exc, tb)
         else:
             _call_excepthook(hook, exc, tb)
+
+
+TRACEBACK_LIMIT = 1000
+"""The entries the interpreter prints of a traceback when `sys.tracebacklimit` is unset."""
+
+
+def _print_traceback(exc: BaseException, tb: types.TracebackType | None) -> None:
+    """Print as the interpreter's own printer does: only the innermost entries of each
+    traceback, where `traceback` prints all of them, from the outermost on, formatting
+    each: a million-deep RecursionError took it seconds, and so the task its timeout."""
+    limit = getattr(sys, "tracebacklimit", TRACEBACK_LIMIT)
+    limit = min(max(limit, 0), sys.maxsize) if isinstance(limit, int) else TRACEBACK_LIMIT
+    traceback.print_exception(type(exc), exc, _innermost(tb, limit), limit=-limit)
+
+
+def _innermost(tb: types.TracebackType | None, limit: int) -> types.TracebackType | None:
+    """The last `limit` entries of a traceback, found by following its links only:
+    `traceback` reads every entry's code positions on its way to the last ones."""
+    depth, entry = 0, tb
+    while entry is not None:
+        depth, entry = depth + 1, entry.tb_next
+    for _ in range(depth - limit):
+        tb = tb.tb_next if tb is not None else None
+    return tb
 
 
 def _call_excepthook(
@@ -384,9 +482,9 @@ def _call_excepthook(
             failure.__context__ = None
         print("Error in sys.excepthook:", file=sys.stderr)
         hook_tb = failure.__traceback__.tb_next if failure.__traceback__ else None
-        traceback.print_exception(type(failure), failure, hook_tb)
+        _print_traceback(failure, hook_tb)
         print("\nOriginal exception was:", file=sys.stderr)
-        traceback.print_exception(type(exc), exc, tb)
+        _print_traceback(exc, tb)
 
 
 def _program_line(tb: types.TracebackType | None) -> int | None:

@@ -24,6 +24,21 @@ class Limits:
     """Cap on stdout and on stderr each; at the cap the task ends as output_limit."""
 
 
+OUTPUT_BYTES_CEILING = 256 << 20
+"""No output cap may be larger, whatever a server allows: a Result carries stdout and
+stderr whole, so the messages that hold it (`largest_result_bytes`) stay below 2 GiB,
+the bound of a gRPC message and of a zygote's frame."""
+
+UTF8_REPLACEMENT_BYTES = 3
+"""An undecodable output byte reaches the Result as U+FFFD, three bytes of UTF-8."""
+
+
+def largest_result_bytes(output_bytes: int) -> int:
+    """How large one task's Result can be encoded under the output cap `output_bytes`:
+    stdout and stderr at the cap, every byte undecodable, plus the capped answer and error."""
+    return UTF8_REPLACEMENT_BYTES * 2 * output_bytes + (1 << 20)
+
+
 def cpu_rlimit_s(cpu_s: float) -> int:
     """The RLIMIT_CPU a task gets for a CPU limit: whole seconds (the kernel's unit), rounded
     up, at least one."""
@@ -105,4 +120,6 @@ def check(name: str, value: object) -> float:
         raise LimitError(name, f"{name} must be {wanted}, got {value!r}")
     if not math.isfinite(number) or number <= 0:
         raise LimitError(name, f"{name} must be positive and finite, got {value}")
+    if name == "output_bytes" and number > OUTPUT_BYTES_CEILING:
+        raise LimitError(name, f"output_bytes must be at most {OUTPUT_BYTES_CEILING}, got {value}")
     return number

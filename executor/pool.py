@@ -259,8 +259,10 @@ class ZygotePool:
     async def stop(self) -> None:
         """Stop every zygote (which kills its tasks) and remove the work directory."""
         self._closed = True
-        for spawn in list(self._spawning):
+        spawning = list(self._spawning)
+        for spawn in spawning:
             spawn.cancel()
+        await asyncio.gather(*spawning, return_exceptions=True)  # each kills what it started
         for queue in self._queues.values():
             while queue:
                 self._settle(queue.popleft(), _lost("the executor stopped"))
@@ -306,17 +308,25 @@ class ZygotePool:
                 ),
                 start_new_session=True,
             )
+        except BaseException:
+            ours.close()
+            if cgroup:
+                await _remove_cgroup(cgroup)
+            raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=channel.MAX_FRAME)
-        zygote = _Zygote(flavor, process, writer, reader, cgroup)
+        zygote: _Zygote | None = None
         try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=channel.MAX_FRAME)
+            zygote = _Zygote(flavor, process, writer, reader, cgroup)
             ready = await _read_frame(reader)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            await self._retire(zygote)
-            raise ExecutorError(
-                f"{flavor} zygote exited during start-up (status {process.returncode})"
-            ) from exc
+        except BaseException as exc:  # also cancelled by stop(): nothing it started may stay
+            await self._undo_start(process, cgroup, zygote)
+            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
+                raise ExecutorError(
+                    f"{flavor} zygote exited during start-up (status {process.returncode})"
+                ) from exc
+            raise
         zygote.layers = tuple(ready["layers"])
         zygote.watcher = asyncio.get_running_loop().create_task(self._watch(zygote))
         return zygote
@@ -393,6 +403,19 @@ class ZygotePool:
             except ExecutorError as exc:
                 log.error("could not replace zygote: %s", exc)
                 await asyncio.sleep(1.0)
+
+    async def _undo_start(
+        self, process: asyncio.subprocess.Process, cgroup: str, zygote: _Zygote | None
+    ) -> None:
+        """Undo a zygote's start that did not finish: its process and its cgroup go."""
+        if zygote is not None:
+            await self._retire(zygote)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        if cgroup:
+            await _remove_cgroup(cgroup)
 
     async def _retire(self, zygote: _Zygote) -> None:
         zygote.alive = False

@@ -29,6 +29,7 @@ from potsandbox.executor import logs, wire
 from potsandbox.executor.auth import TokenInterceptor
 from potsandbox.executor.config import ServerConfig
 from potsandbox.executor.errors import ConfigError, ExecutorError
+from potsandbox.executor.limits import largest_result_bytes
 from potsandbox.executor.result import Result, Status
 from potsandbox.executor.runner import AsyncExecutor
 from potsandbox.v1 import sandbox_pb2 as pb
@@ -238,15 +239,11 @@ class SandboxService(pb_grpc.SandboxServicer):
             self.metrics.rejected.labels(code).inc()  # type: ignore[attr-defined]
 
 
-UTF8_REPLACEMENT_BYTES = 3
-"""An undecodable output byte reaches the Result as U+FFFD, three bytes of UTF-8."""
-
-
 def _server_options(config: ServerConfig) -> list[tuple[str, int]]:
     """Message limits that fit the largest request and the largest possible Result: stdout
     and stderr at their cap, every byte of them undecodable, plus capped answer and error."""
     receive = 2 * config.max_program_bytes + (1 << 16)
-    send = UTF8_REPLACEMENT_BYTES * 2 * config.policy.maximum.output_bytes + (1 << 20)
+    send = largest_result_bytes(config.policy.maximum.output_bytes)
     return [
         ("grpc.max_receive_message_length", receive),
         ("grpc.max_send_message_length", send),

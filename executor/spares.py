@@ -136,11 +136,12 @@ def hand_over(spare: Spare, spec: dict[str, Any]) -> None:
 
 
 def read_spec(fd: int) -> dict[str, Any] | None:
-    """In the spare: the spec, once the zygote has written it all; None if discarded unused."""
+    """In the spare: the spec, once the zygote has written it all; None if discarded unused.
+
+    Reads to the end of file and leaves `fd` open there: it becomes the program's stdin."""
     chunks = []
     while chunk := os.read(fd, SPEC_CHUNK):
         chunks.append(chunk)
-    os.close(fd)
     return marshal.loads(b"".join(chunks)) if chunks else None
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from potsandbox.executor.channel import CONTAINED
-from potsandbox.executor.conventions import Kind
+from potsandbox.executor.conventions import Convention, Kind
 from potsandbox.executor.limits import cpu_rlimit_s
 from potsandbox.executor.render import MAX_ANSWER_CHARS, MAX_MESSAGE_CHARS, MAX_NAME_CHARS
 from potsandbox.executor.result import Status
@@ -53,8 +53,14 @@ class Observation:
     truncated: bool
 
 
-def decide(obs: Observation, *, kind: Kind, timeout_s: float, cpu_s: float) -> dict[str, Any]:
-    """Result fields (without id) for an observed task."""
+AUTO_SOURCES = frozenset({"call:solution", "variable:ans", "last_expr", "stdout"})
+"""Where the `auto` convention may have found its answer."""
+
+
+def decide(
+    obs: Observation, *, convention: Convention, timeout_s: float, cpu_s: float
+) -> dict[str, Any]:
+    """Result fields (without id) for an observed task run under `convention`."""
     fields = _base_fields(obs)
     if obs.killed_for is Status.TIMEOUT:
         return fields | _fail(Status.TIMEOUT, "Timeout", f"wall-clock limit of {timeout_s:g} s")
@@ -64,7 +70,9 @@ def decide(obs: Observation, *, kind: Kind, timeout_s: float, cpu_s: float) -> d
         return fields | _signalled(os.WTERMSIG(obs.wait_status), obs.cpu_time_s, cpu_s)
     code = os.waitstatus_to_exitcode(obs.wait_status)
     fields["exit_code"] = code
-    return fields | _exited(code, obs, kind)
+    if obs.cpu_time_s > cpu_s:  # the kernel's RLIMIT_CPU counts whole seconds only
+        return fields | _cpu_limit(cpu_s)
+    return fields | _exited(code, obs, convention)
 
 
 def _base_fields(obs: Observation) -> dict[str, Any]:
@@ -91,21 +99,25 @@ def _signalled(signum: int, cpu_time_s: float, cpu_s: float) -> dict[str, Any]:
         )
     rlimit = cpu_rlimit_s(cpu_s)
     if signum in (signal.SIGXCPU, signal.SIGKILL) and cpu_time_s >= CPU_LIMIT_SHARE * rlimit:
-        return base | _fail(Status.TIMEOUT, "CpuLimit", f"CPU-time limit of {cpu_s:g} s")
+        return base | _cpu_limit(cpu_s)
     return base | _fail(Status.CRASHED, name, f"killed by {name}")
 
 
-def _exited(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
+def _cpu_limit(cpu_s: float) -> dict[str, Any]:
+    return _fail(Status.TIMEOUT, "CpuLimit", f"CPU-time limit of {cpu_s:g} s")
+
+
+def _exited(code: int, obs: Observation, convention: Convention) -> dict[str, Any]:
     if not obs.frame.startswith(CONTAINED):
         return _uncontained(obs.frame)
     frame = parse_frame(obs.frame[len(CONTAINED) :])
     if frame is None:
         return _fail(Status.CRASHED, "MalformedResult", "the result channel held garbage")
     if not frame:
-        return _exited_early(code, obs, kind)
+        return _exited_early(code, obs, convention.kind)
     if code != 0:
         return _fail(Status.ERROR, "Exit", f"exited with status {code}")
-    return _from_frame(frame, obs)
+    return _from_frame(frame, obs, convention)
 
 
 def _exited_early(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
@@ -117,9 +129,13 @@ def _exited_early(code: int, obs: Observation, kind: Kind) -> dict[str, Any]:
     return _fail(Status.NO_ANSWER, "Exit", "exited before the answer could be read")
 
 
-def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
+def _from_frame(frame: dict[str, Any], obs: Observation, requested: Convention) -> dict[str, Any]:
     kind = frame.get("kind")
     convention = _text(frame.get("convention"), MAX_NAME_CHARS) or ""
+    if kind in ("answer", "stdout", "no_answer") and not _claimable(kind, convention, requested):
+        return _fail(
+            Status.CRASHED, "MalformedResult", f"an answer by {convention!r} under {requested}"
+        )
     if kind == "answer":
         return {
             "status": Status.OK,
@@ -137,6 +153,15 @@ def _from_frame(frame: dict[str, Any], obs: Observation) -> dict[str, Any]:
     if kind in ("error", "syntax_error"):
         return _error(frame, syntax=kind == "syntax_error")
     return _fail(Status.CRASHED, "MalformedResult", "unknown result frame")
+
+
+def _claimable(kind: str, convention: str, requested: Convention) -> bool:
+    """Whether the harness can have read an answer of `kind` by `convention` for the
+    request: a frame claiming another source is the program's forgery. Answers by stdout
+    are the parent's own, read from the pipe, never a frame's text."""
+    if (kind == "stdout") != (convention == "stdout"):
+        return False
+    return convention in (AUTO_SOURCES if requested.kind is Kind.AUTO else {str(requested)})
 
 
 def _uncontained(data: bytes) -> dict[str, Any]:
@@ -165,16 +190,31 @@ def _error(frame: dict[str, Any], *, syntax: bool) -> dict[str, Any]:
 
 
 def _stdout_answer(stdout: bytes) -> dict[str, Any]:
-    text = stdout.decode("utf-8", "replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
+    line = _last_line(stdout)
+    if not line:
         return {"convention": "stdout"} | _fail(Status.NO_ANSWER, "NoAnswer", "no output")
     return {
         "status": Status.OK,
         "convention": "stdout",
-        "answer": lines[-1][:MAX_ANSWER_CHARS],
-        "answer_number": _parse_float(lines[-1]),
+        "answer": line[:MAX_ANSWER_CHARS],
+        "answer_number": _parse_float(line),
     }
+
+
+LAST_LINE_WINDOW = 4096
+"""Bytes of output's tail decoded first when looking for its last line."""
+
+
+def _last_line(stdout: bytes) -> str:
+    """The last non-empty line, stripped, as `splitlines()` of the whole output gives it,
+    from a tail that grows until it holds a line break: splitting 16 MiB of short lines
+    whole made millions of strings (half a gigabyte) in the zygote."""
+    window = LAST_LINE_WINDOW
+    while True:
+        lines = stdout[-window:].decode("utf-8", "replace").rstrip().splitlines()
+        if len(lines) > 1 or window >= len(stdout):
+            return lines[-1].strip() if lines else ""
+        window *= 4
 
 
 def parse_frame(data: bytes) -> dict[str, Any] | None:

@@ -37,7 +37,6 @@ from potsandbox.executor import (
 )
 from potsandbox.executor.containment import (
     RESULT_FD,
-    SPEC_FD,
     Pipes,
     Sandbox,
     adopt,
@@ -46,7 +45,7 @@ from potsandbox.executor.containment import (
     contain_zygote,
     limit,
 )
-from potsandbox.executor.conventions import Kind
+from potsandbox.executor.conventions import Convention, Kind
 from potsandbox.executor.result import Status
 
 if TYPE_CHECKING:
@@ -337,7 +336,10 @@ class Zygote:
             truncated=task.truncated,
         )
         fields = verdict.decide(
-            observation, kind=Kind(spec["kind"]), timeout_s=spec["timeout_s"], cpu_s=spec["cpu_s"]
+            observation,
+            convention=Convention(Kind(spec["kind"]), spec["name"]),
+            timeout_s=spec["timeout_s"],
+            cpu_s=spec["cpu_s"],
         )
         if fields.get("error_type") == "PolicyViolation":
             _log(f"policy violation: task {spec['id']} killed by SIGSYS")
@@ -347,11 +349,10 @@ class Zygote:
         self.sock.sendall(channel.encode({"op": "result", "id": spec["id"], **fields}))
 
     def _drain(self, task: Task, fd: int, role: str) -> None:
-        """Read a pipe whose writer is gone: a short read has emptied it for good."""
-        while True:
-            chunk = os.read(fd, READ_CHUNK)
-            if not self._take(task, role, chunk) or len(chunk) < READ_CHUNK:
-                return
+        """Read a pipe whose writer is gone to its end of file: a short read does not mean
+        empty, as a program can put its pipe in packet mode (O_DIRECT), one write per read."""
+        while self._take(task, role, os.read(fd, READ_CHUNK)):
+            pass
 
 
 def _kill(task: Task) -> None:
@@ -367,7 +368,7 @@ def _run_spare(sandbox: Sandbox, pipes: Pipes) -> NoReturn:
     """
     try:
         failure = _contained(sandbox, pipes)
-        spec = spares.read_spec(SPEC_FD if _is_open(SPEC_FD) else pipes.spec)
+        spec = spares.read_spec(pipes.spec if _is_open(pipes.spec) else 0)  # 0 once wired
         if spec is None:
             os._exit(0)  # discarded unused
         started = time.monotonic()
@@ -457,12 +458,10 @@ def _build_sandbox(workdir: str, unconfined: bool, pid_init: bool) -> tuple[Sand
     if filter_ is None and ruleset is None and not unconfined:
         raise SystemExit("refusing to start: neither seccomp nor Landlock is available")
     layers.extend(("no-capabilities", "rlimits"))
-    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     sandbox = Sandbox(
         seccomp=filter_,
         landlock=ruleset,
         base_vm_bytes=_memory_size() + HEADROOM_BYTES,
-        devnull=devnull,
         orphan_signal=not pid_init,
     )
     return sandbox, layers
@@ -567,6 +566,7 @@ def main(argv: list[str] | None = None) -> None:
     layers += [] if args.no_namespaces else namespaces.enter()
     sys.argv = [""]  # what a program sees of its command line, as under `python -c`
     os.chdir(args.workdir)
+    harness.stdio_as_pipes()
     preload.preload(args.flavor)
     sandbox, more = _build_sandbox(args.workdir, args.unconfined, pid_init="pidns" in layers)
     layers.extend(more)

@@ -483,6 +483,45 @@ ENDED_BY_AN_EXCEPTION = {
     sys.excepthook = hook
     1 / 0
     """,
+    "excepthook_formatting_the_exception": """
+    import sys
+    import traceback
+
+    def hook(kind, value, tb):
+        print("".join(traceback.format_exception(value)), file=sys.stderr)
+
+    sys.excepthook = hook
+    1 / 0
+    """,
+    "deep_recursion_under_a_raised_limit": """
+    import sys
+
+    sys.setrecursionlimit(100_000)
+
+    def down(n):
+        return down(n + 1)
+
+    down(0)
+    """,
+    "traceback_limit": """
+    import sys
+
+    sys.tracebacklimit = 2
+
+    def outer():
+        middle()
+
+    def middle():
+        inner()
+
+    def inner():
+        1 / 0
+
+    outer()
+    """,
+    "no_traceback": "import sys\nsys.tracebacklimit = 0\n1 / 0",
+    "no_stderr": "import sys\nsys.stderr = None\n1 / 0",
+    "exit_message_without_stderr": "import sys\nsys.stderr = None\nsys.exit('no solution')",
 }
 """Programs that end on an exception: tracebacks, syntax errors, SystemExit, own hooks."""
 
@@ -557,6 +596,50 @@ def test_printing_a_lone_surrogate_writes_its_byte_as_plain_python_does(ex: Exec
     result = run(ex, program, convention="stdout")
     assert (plain.returncode, plain.stdout) == (0, b"\xff\nafter\n"), plain
     assert (result.status, result.stdout) == (Status.OK, "\ufffd\nafter\n"), show(result)
+
+
+AS_IN_A_SCRIPT = {
+    "annotations_evaluated": """
+    def total(prices: Vector) -> float:
+        return sum(prices)
+
+    print(total([1.5, 2.5]))
+    """,
+    "module_annotations": "x: int = 5\nprint(__annotations__)",
+    "stdout_reconfigured": """
+    import sys
+
+    sys.stdout.reconfigure(encoding="utf-8")
+    sys.stderr.reconfigure(errors="replace")
+    print("Total: 42", sys.stdout.seekable(), sys.stdin.seekable())
+    """,
+    "main_thread_identity": """
+    import threading
+
+    print(threading.get_native_id() == threading.main_thread().native_id)
+    """,
+    "audit_hook": """
+    import atexit
+    import sys
+
+    events = []
+    sys.addaudithook(lambda event, args: events.append(event))
+    atexit.register(lambda: print(events))
+    6 * 7
+    """,
+}
+"""Programs whose output, status included, depends on interpreter state a script has."""
+
+
+@pytest.mark.parametrize("case", list(AS_IN_A_SCRIPT))
+def test_interpreter_state_is_a_scripts(ex: Executor, case: str, tmp_path: Path) -> None:
+    """No future import of the harness reaches the program, its standard streams are those
+    of pipes, its main thread is its own, and an audit hook it adds sees nothing of ours."""
+    program = textwrap.dedent(AS_IN_A_SCRIPT[case])
+    plain = run_as_script(program, tmp_path, stdin=subprocess.PIPE)
+    result = run(ex, program, convention="last_expr" if case == "audit_hook" else "stdout")
+    assert (result.stdout, result.stderr) == (plain.stdout, plain.stderr), show(result)
+    assert (result.status is Status.OK) == (plain.returncode == 0), show(result)
 
 
 def test_unicode_last_stdout_line_is_the_answer(ex: Executor) -> None:

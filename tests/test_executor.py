@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
@@ -72,6 +73,48 @@ def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
     assert _fds() <= fds
     assert not os.path.exists(workdir), "the tasks' working directory outlived the executor"
     assert cgroup is None or not os.path.exists(cgroup), "the pids cgroup outlived the executor"
+
+
+def test_stopping_while_a_zygote_is_replaced_leaves_no_process_or_cgroup() -> None:
+    """stop() cancels the replacement's start: the zygote it had launched, and its pids
+    cgroup, go at once, not after stop() has returned (or never, for the cgroup)."""
+    before = _descendants()
+
+    async def scenario() -> tuple[str | None, set[int]]:
+        ex = AsyncExecutor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1))
+        await ex.start()
+        workdir = (await ex.run("import os\nprint(os.getcwd())")).stdout.strip()
+        cgroup = _pool_cgroup(ex.layers, workdir)
+        victim = ex.pool.zygotes[0].process.pid
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _starting_zygotes(before | {victim}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        starting = _starting_zygotes(before | {victim})
+        assert starting and not ex.pool.zygotes, "the replacement was not caught starting"
+        await ex.stop()
+        return cgroup, starting
+
+    cgroup, starting = asyncio.run(scenario())
+    assert all(_ended(psutil.Process(pid)) for pid in starting if psutil.pid_exists(pid))
+    assert cgroup is None or not os.path.exists(cgroup), "the pids cgroup outlived the executor"
+
+
+def _starting_zygotes(known: set[int]) -> set[int]:
+    """Zygote processes under us that are not in `known`."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.pid not in known and "potsandbox.executor.zygote" in child.cmdline():
+                found.add(child.pid)
+    return found
+
+
+def test_an_output_cap_above_the_ceiling_is_refused_naming_the_field() -> None:
+    """Both outputs travel whole in one message below 2 GiB, each byte up to three as text."""
+    with pytest.raises(LimitError) as caught:
+        LimitPolicy(maximum=Limits(output_bytes=1 << 30))
+    assert caught.value.field == "output_bytes"
 
 
 def test_an_empty_cgroup_left_by_a_killed_pool_is_removed_by_the_next() -> None:

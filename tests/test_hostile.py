@@ -299,6 +299,15 @@ def zygote_pids(ex: Executor) -> set[int]:
     return {zygote.process.pid for zygote in ex.pool.zygotes}
 
 
+def serving_zygotes(ex: Executor) -> set[int]:
+    """The processes that run the zygotes' loops and read every task's output: in a pid
+    namespace each started process's one child (the namespace's init), else the process."""
+    started = zygote_pids(ex)
+    if "pidns" not in ex.layers:
+        return started
+    return {child.pid for pid in started for child in psutil.Process(pid).children()}
+
+
 def _descendants() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
@@ -431,6 +440,22 @@ def test_cpu_limit_below_the_wall_limit_times_out_as_cpu_limit(ex: Executor) -> 
     assert result.signal in (signal.SIGXCPU, signal.SIGKILL), show(result)
     assert result.cpu_time_s >= 0.9, show(result)  # rusage's total is the exact run time
     assert result.wall_time_s < 6.0, show(result)
+
+
+CPU_UNTIL = "import time\nwhile time.process_time() < {seconds}:\n    pass\nans = 1"
+
+
+def test_cpu_beyond_a_fractional_limit_is_timeout_cpu_limit(ex: Executor) -> None:
+    """The kernel counts RLIMIT_CPU in whole seconds, so 0.2 s is enforced as 1 s: a program
+    that stops on its own at 0.5 s still went past its limit, and is reported so."""
+    result = run(ex, CPU_UNTIL.format(seconds=0.5), timeout_s=10.0, cpu_s=0.2)
+    assert (result.status, result.error_type) == (Status.TIMEOUT, "CpuLimit"), show(result)
+    assert result.exit_code == 0 and result.cpu_time_s > 0.2, show(result)
+
+
+def test_cpu_within_a_fractional_limit_is_ok(ex: Executor) -> None:
+    result = run(ex, CPU_UNTIL.format(seconds=0.05), timeout_s=10.0, cpu_s=0.3)
+    assert (result.status, result.answer) == (Status.OK, "1"), show(result)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGXCPU])
@@ -710,6 +735,81 @@ def test_invalid_utf8_and_nul_bytes_are_replaced_not_dropped(ex: Executor) -> No
     assert result.stdout == "ok \ufffd\ufffd bad \x00 nul\n"
     assert result.stderr == "err \ufffd( \x00\n"
     assert result.answer == "a\x00b"
+
+
+def test_undecodable_output_at_the_largest_cap_is_kept_whole_and_harms_no_zygote(
+    ex: Executor,
+) -> None:
+    """Every byte becomes U+FFFD, three bytes of UTF-8: the verdict carrying 22 MiB of such
+    output is 66 MiB, and must reach the pool like any other, not pass for a dead zygote."""
+    program = (
+        "import sys\n"
+        "sys.stdout.buffer.write(b'\\xff' * (16 << 20))\n"
+        "sys.stderr.buffer.write(b'\\xff' * (6 << 20))\n"
+        "ans = 42"
+    )
+    before = zygote_pids(ex), ex.pool.restarts
+    result = run(ex, program, timeout_s=20.0, output_bytes=16 << 20)
+    assert (result.status, result.answer) == (Status.OK, "42"), show(result)
+    assert (result.stdout, result.stderr) == ("\ufffd" * (16 << 20), "\ufffd" * (6 << 20))
+    assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
+
+
+PACKET_MODE = """
+import fcntl
+import os
+
+fcntl.fcntl(1, fcntl.F_SETFL, os.O_DIRECT)  # each write a packet, each read one packet
+"""
+
+
+def test_output_in_packet_mode_is_read_to_its_end(ex: Executor) -> None:
+    program = PACKET_MODE + "for i in range(10):\n    print(i, flush=True)"
+    result = run(ex, program)
+    assert (result.status, result.stdout) == (Status.OK, "".join(f"{i}\n" for i in range(10)))
+
+
+def test_output_in_packet_mode_past_the_cap_is_output_limit(ex: Executor) -> None:
+    """Fifteen packets fit the pipe without blocking the writer, so the task ends before
+    its pipes are watched: reading only the first packet, the parent saw 4,096 bytes."""
+    program = PACKET_MODE + "for _ in range(15):\n    os.write(1, b'x' * 4096)\nans = 42"
+    result = run(ex, program, output_bytes=10_000)
+    assert (result.status, result.error_type) == (Status.OUTPUT_LIMIT, "OutputLimit"), show(result)
+    assert (result.stdout, result.truncated) == ("x" * 10_000, True), show(result)
+
+
+def test_millions_of_output_lines_cost_the_zygote_no_more_than_their_bytes(ex: Executor) -> None:
+    """The last line of stdout is the answer; finding it by splitting every line made a
+    zygote's memory grow 35 times the output (half a gigabyte for 32 MiB of short lines)."""
+    program = (
+        "import sys\n"
+        "sys.stdout.buffer.write(b'ab\\n' * ((15 << 20) // 3))\n"
+        "sys.stderr.buffer.write(b'ab\\n' * ((15 << 20) // 3))\n"
+        "print(42)"
+    )
+    peaks = {pid: _peak_rss_kb(pid) for pid in serving_zygotes(ex)}
+    result = ex.run(program, convention="stdout", limits=limits(output_bytes=16 << 20))
+    assert (result.status, result.answer) == (Status.OK, "42"), show(result)
+    grown = {pid: _peak_rss_kb(pid) - peak for pid, peak in peaks.items()}
+    assert max(grown.values()) < 200 << 10, f"a zygote's peak memory grew (KiB): {grown}"
+
+
+def test_a_task_cannot_leave_flags_on_the_stdin_of_later_tasks() -> None:
+    """stdin is at end of file as from /dev/null, but a pipe of the task's own: flags set on
+    one /dev/null shared by a zygote's tasks stayed set in every later task."""
+    reader = "import fcntl\nans = oct(fcntl.fcntl(0, fcntl.F_GETFL))"
+    writer = (
+        "import fcntl, os\n"
+        "fcntl.fcntl(0, fcntl.F_SETFL, os.O_NONBLOCK | os.O_APPEND | os.O_NOATIME)\n"
+        "ans = oct(fcntl.fcntl(0, fcntl.F_GETFL))"
+    )
+    with Executor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1)) as lone:
+        fresh = lone.run(reader)
+        changed = lone.run(writer)
+        later = lone.run(reader)
+    assert fresh.status is Status.OK, show(fresh)
+    assert changed.answer != fresh.answer, show(changed)
+    assert (later.status, later.answer) == (Status.OK, fresh.answer), show(later)
 
 
 def test_lone_surrogate_in_the_answer_is_replaced_not_fatal(ex: Executor) -> None:
@@ -1790,13 +1890,36 @@ def _peak_rss_kb(pid: int) -> int:
     raise AssertionError(f"no VmHWM for pid {pid}")
 
 
+FORGED_SOURCES = {
+    "stdout answered from the frame": ("stdout", {"convention": "stdout"}),
+    "another variable": ("ans", {"convention": "variable:total"}),
+    "another function": ("solution", {"convention": "call:helper"}),
+    "a variable under last_expr": ("last_expr", {"convention": "variable:ans"}),
+    "a source auto never reads": ("auto", {"convention": "variable:x"}),
+}
+"""A requested convention, and what a forged answer frame claims to have read instead."""
+
+
+@pytest.mark.parametrize("case", list(FORGED_SOURCES))
+def test_an_answer_frame_claiming_another_source_than_requested_is_malformed(
+    ex: Executor, case: str
+) -> None:
+    """The convention is the request's: a frame naming another, or a stdout answer (which
+    the parent reads from the pipe itself), is the program's forgery, whatever it says."""
+    convention, claim = FORGED_SOURCES[case]
+    program = "print(17, flush=True)\n" + source(FORGED_FRAME, PAYLOAD=_frame(ANSWER, **claim))
+    result = ex.run(program, convention=convention, limits=limits())
+    assert (result.status, result.error_type) == (Status.CRASHED, "MalformedResult"), show(result)
+    assert result.answer is None, show(result)
+
+
 @pytest.mark.parametrize("case", list(FORGED_FRAMES))
 def test_a_forged_result_frame_is_checked_field_by_field_and_harms_no_zygote(
     ex: Executor, case: str
 ) -> None:
     payload, expected = FORGED_FRAMES[case]
     before = zygote_pids(ex), ex.pool.restarts
-    peaks = {pid: _peak_rss_kb(pid) for pid in before[0]}
+    peaks = {pid: _peak_rss_kb(pid) for pid in serving_zygotes(ex)}
     result = run(ex, source(FORGED_FRAME, PAYLOAD=payload))
     assert {field: getattr(result, field) for field in expected} == expected, show(result)
     assert (zygote_pids(ex), ex.pool.restarts) == before, "a zygote died or was replaced"
