@@ -225,6 +225,11 @@ class ZygotePool:
         log.info(
             "zygotes ready: %d, isolation layers: %s", len(self.zygotes), ", ".join(self.layers)
         )
+        if "landlock-fs" not in self.layers:
+            log.warning(
+                "no Landlock: programs can read every file this user can read (README,"
+                " 'Deployment and isolation')"
+            )
 
     async def run(
         self,

@@ -35,7 +35,7 @@ from potsandbox.client import (
 )
 from potsandbox.client import client as client_module
 from potsandbox.client.client import ORDERED_LOOKAHEAD, _Check
-from potsandbox.executor.limits import LimitPolicy, Limits
+from potsandbox.executor.limits import OUTPUT_BYTES_CEILING, LimitPolicy, Limits
 
 from corpus import SAMPLE, difference, records
 from servers import Server, free_port, running, wait_until
@@ -210,7 +210,9 @@ def test_limits_above_the_server_maximum_are_refused_locally(client: SandboxClie
 def test_server_refusal_mid_stream_fails_only_the_refused_items(client: SandboxClient) -> None:
     """When local validation is behind the server's, unanswered items go over unary calls."""
     remote = pickle.loads(pickle.dumps(client))
-    unbounded = Limits(timeout_s=1e9, cpu_s=1e9, memory_mb=1 << 40, output_bytes=1 << 40)
+    unbounded = Limits(
+        timeout_s=1e9, cpu_s=1e9, memory_mb=1 << 40, output_bytes=OUTPUT_BYTES_CEILING
+    )
     remote._check = _Check(LimitPolicy(maximum=unbounded), max_program_bytes=1 << 20)
     results = remote.run_many(["print(1)", "print(2)", "print(3)"], timeout=10_000)
     assert len(results) == 3

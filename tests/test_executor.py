@@ -78,19 +78,18 @@ def test_stop_leaves_no_process_fd_or_temp_dir() -> None:
 def test_stopping_while_a_zygote_is_replaced_leaves_no_process_or_cgroup() -> None:
     """stop() cancels the replacement's start: the zygote it had launched, and its pids
     cgroup, go at once, not after stop() has returned (or never, for the cgroup)."""
-    before = _descendants()
 
     async def scenario() -> tuple[str | None, set[int]]:
         ex = AsyncExecutor(PoolConfig(zygotes=0, numpy_zygotes=0, lean_zygotes=1))
         await ex.start()
         workdir = (await ex.run("import os\nprint(os.getcwd())")).stdout.strip()
         cgroup = _pool_cgroup(ex.layers, workdir)
-        victim = ex.pool.zygotes[0].process.pid
-        os.kill(victim, signal.SIGKILL)
+        running = _descendants()  # the victim, the namespace init under it, its spares
+        os.kill(ex.pool.zygotes[0].process.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while not _starting_zygotes(before | {victim}) and time.monotonic() < deadline:
+        while not _starting_zygotes(running) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        starting = _starting_zygotes(before | {victim})
+        starting = _starting_zygotes(running)
         assert starting and not ex.pool.zygotes, "the replacement was not caught starting"
         await ex.stop()
         return cgroup, starting

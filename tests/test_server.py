@@ -8,7 +8,9 @@ programs end fast); overload, drain, token and TLS get servers of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import re
 import secrets
 import signal
@@ -352,6 +354,104 @@ def test_stream_of_3000_programs_returns_each_id_exactly_once(stub: Any) -> None
     assert sorted(seen) == sorted(sent)
     assert set(seen.values()) == {1}
     assert all(answers[f"t{i}"] == str(i * 3) for i in range(count))
+
+
+SOAK_HOSTILE = (
+    "import os\nos.fork()",
+    "x = 'a' * (10**10)",
+    "while True:\n    print('y' * 1000)",
+    "import time\ntime.sleep(100)",
+    "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)",
+    "import threading, time\n"
+    "for _ in range(50):\n    threading.Thread(target=time.sleep, args=(9,)).start()",
+    "import socket\nsocket.socket().connect(('127.0.0.1', 1))",
+    "open('/tmp/soak', 'w').write('1')",
+    "import os\n"
+    "for fd in range(3, 1024):\n    try:\n        os.write(fd, b'\\0' * 64)\n"
+    "    except OSError:\n        pass",
+    "import ctypes\nctypes.string_at(0)",
+    "import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    return f()\nf()",
+    "import numpy as np\na = np.ones((10**6, 10**4))",
+    "import os\nos.write(1, b'\\xff' * 10**6)",
+    "import os\nos.kill(1, 9)",
+    "import mmap\nm = mmap.mmap(-1, 1 << 40)",
+    "import fcntl, os\n"
+    "fcntl.fcntl(0, fcntl.F_SETFL, os.O_NONBLOCK)\nfcntl.fcntl(1, fcntl.F_SETFL, os.O_DIRECT)",
+)
+"""One of each kind of trouble a program can make for the service that runs it."""
+
+
+def _long_lived_state(server: Server) -> dict[int, tuple[int, Counter[str]]]:
+    """Threads and non-pipe descriptors of the server and of each process under it."""
+    state = {}
+    for process in [psutil.Process(server.pid), *server.descendants()]:
+        with contextlib.suppress(psutil.Error, OSError):
+            links = [
+                os.readlink(f"/proc/{process.pid}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{process.pid}/fd")
+            ]
+            kinds = Counter(link.split(":")[0] if ":" in link else link for link in links)
+            kinds.pop("pipe", None)  # a zygote holds four per spare in stock, a number that varies
+            state[process.pid] = (process.num_threads(), kinds)
+    return state
+
+
+def test_a_soak_of_mixed_programs_leaves_the_service_as_it_found_it(
+    server: Server, stub: Any
+) -> None:
+    """security.md §4.10-11: one hostile program in four, in one stream, concurrently.
+    Each id is answered once, each benign answer is its solo run's, no zygote is replaced,
+    and afterwards every long-lived process holds the threads and descriptors (pipes
+    aside) it held before, and none of them leaves a zombie."""
+    benign = [r for r in records(SAMPLE) if r["id"] not in known_differences()][:40]
+    benign = [r for r in benign if r["observed_status"] == "ok" and r["observed_time_s"] < 0.5]
+    requests = {}
+    for i in range(400):
+        if i % 4 == 3:
+            program = SOAK_HOSTILE[i // 4 % len(SOAK_HOSTILE)]
+            requests[f"h{i}"] = make_request(program, id=f"h{i}")
+        else:
+            record = benign[i % len(benign)]
+            requests[f"b{i}:{record['id']}"] = _record_request(record, f"b{i}:{record['id']}")
+    solo = {r["id"]: stub.Execute(_record_request(r, r["id"]), timeout=60) for r in benign}
+    before = _long_lived_state(server)
+    seen: Counter[str] = Counter()
+    for reply in stub.ExecuteStream(iter(requests.values()), timeout=110):
+        seen[reply.id] += 1
+        if reply.id.startswith("b"):
+            alone = solo[reply.id.partition(":")[2]]
+            assert (reply.status, reply.answer) == (alone.status, alone.answer), reply
+    assert seen == Counter(list(requests)), "an id was lost or answered twice"
+    assert wait_until(lambda: not any(_zombies(server)), 10), _zombies(server)
+    after = _long_lived_state(server)
+    assert wait_until(lambda: _same_where_both(before, _long_lived_state(server)), 10), (
+        before,
+        after,
+    )
+
+
+def _record_request(record: dict[str, Any], task_id: str) -> pb.ExecuteRequest:
+    convention = convention_of(record)
+    return make_request(
+        record["program"], prelude=record["prelude"] or "", convention=str(convention), id=task_id
+    )
+
+
+def _zombies(server: Server) -> list[int]:
+    found = []
+    for process in server.descendants():
+        with contextlib.suppress(psutil.Error):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+    return found
+
+
+def _same_where_both(
+    before: dict[int, tuple[int, Counter[str]]], after: dict[int, tuple[int, Counter[str]]]
+) -> bool:
+    """Every process alive in both snapshots (the server, zygotes, fork servers, idle
+    spares) holds what it held; processes that came or went are tasks and spares."""
+    return all(after[pid] == before[pid] for pid in before.keys() & after.keys())
 
 
 def test_concurrent_unary_calls_all_return(stub: Any) -> None:
