@@ -300,11 +300,12 @@ def _compile(source: Any, filename: str, mode: str, flags: int = 0) -> Any:
 def _after_clone() -> None:
     """What a fresh interpreter has of its own that a clone shares with the zygote.
 
-    Task processes are raw clones (spares.py), so no at-fork hook runs in them: `random`
-    and numpy's legacy global generator (which has no hook) are reseeded from the OS,
-    and the main thread takes the task's thread id, as `threading`'s hook would give it.
+    Task processes are raw clones (spares.py), so no at-fork hook runs in them: `random`,
+    numpy's legacy global generator and sympy's own (which have no hook) are reseeded
+    from the OS, and the main thread takes the task's thread id, as `threading`'s hook
+    would give it.
     """
-    for name in ("random", "numpy.random"):
+    for name in ("random", "numpy.random", "sympy.core.random"):
         module = sys.modules.get(name)
         if module is not None:
             module.seed()

@@ -271,8 +271,9 @@ def test_seeded_random_gives_the_same_answer_as_plain_python(ex: Executor) -> No
         "import random\nans = random.random()",
         "import numpy as np\nans = float(np.random.random())",  # numpy zygote: loaded here
         "import numpy as np, sympy\nans = float(np.random.random())",  # full: preloaded
+        "import sympy\nans = sympy.randprime(1, 10**12)",  # sympy's own generator
     ],
-    ids=["random", "numpy-zygote", "full-zygote"],
+    ids=["random", "numpy-zygote", "full-zygote", "sympy"],
 )
 def test_unseeded_generators_differ_between_tasks_like_fresh_interpreters(
     ex: Executor, program: str
