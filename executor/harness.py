@@ -11,6 +11,7 @@ import ast
 import atexit
 import builtins
 import contextlib
+import ctypes
 import gc
 import io
 import linecache
@@ -163,6 +164,7 @@ def warm_up() -> None:
     fixed programs run; the zygote's `__main__` is restored and their stderr dropped.
     """
     main = sys.modules["__main__"]
+    remaining = _RECURSION_REMAINING.value if _RECURSION_REMAINING is not None else 0
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             for _ in range(WARM_UP_ROUNDS):
@@ -174,6 +176,8 @@ def warm_up() -> None:
     finally:
         sys.modules["__main__"] = main
         sys.setrecursionlimit(SCRIPT_RECURSION_LIMIT)
+        if _RECURSION_REMAINING is not None:
+            _RECURSION_REMAINING.value = remaining
         linecache.cache.pop(PROGRAM_FILE, None)
         linecache.cache.pop(PRELUDE_FILE, None)
 
@@ -317,19 +321,47 @@ def _after_clone() -> None:
 SCRIPT_RECURSION_LIMIT = sys.getrecursionlimit()
 """The interpreter's default, which a script's first frame starts under."""
 
+_REMAINING_OFFSET, _LIMIT_OFFSET = 32, 36
+"""Where CPython 3.11's PyThreadState keeps recursion_remaining and recursion_limit."""
+
+
+def _recursion_counter() -> ctypes.c_int | None:
+    """This thread's recursion_remaining, the counter behind the recursion depth, where
+    the interpreter's layout is the one known (checked: the limit beside it, and one level
+    fewer a call deeper); None elsewhere."""
+    if sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11):
+        return None
+    thread_state = ctypes.pythonapi.PyThreadState_Get
+    thread_state.restype = ctypes.c_void_p
+    address = thread_state()
+    remaining = ctypes.c_int.from_address(address + _REMAINING_OFFSET)
+    limit = ctypes.c_int.from_address(address + _LIMIT_OFFSET)
+    outer = remaining.value
+    inner = (lambda: remaining.value)()  # read one call deeper
+    known = limit.value == SCRIPT_RECURSION_LIMIT and outer - inner == 1
+    return remaining if known else None
+
+
+_RECURSION_REMAINING = _recursion_counter()
+"""The main thread's counter: a task is a clone, with the zygote's main thread state."""
+
 
 def _match_script_recursion_depth() -> None:
     """Give the program the recursion depth a script has: the levels the harness's frames
     below it use (12 frames in a task, and one more for `exec` entering the evaluation loop
-    afresh), or RecursionError would come 13 calls early and its traceback would count 13
-    repeats fewer. `sys.getrecursionlimit()` shows the difference instead, which programs
-    read far less often than they recurse."""
+    afresh) are taken off the depth the interpreter counts, or RecursionError would come
+    13 calls early, its traceback would count 13 repeats fewer, and a limit the program
+    sets would be 13 levels short. `sys.getrecursionlimit()` reads as in a script. Where
+    the counter is unknown, the limit is raised by those levels instead."""
     frame: types.FrameType | None = sys._getframe(1)
     below = 1  # exec's new entry into the evaluation loop
     while frame is not None:
         below += 1
         frame = frame.f_back
-    sys.setrecursionlimit(SCRIPT_RECURSION_LIMIT + below)
+    if _RECURSION_REMAINING is None:
+        sys.setrecursionlimit(SCRIPT_RECURSION_LIMIT + below)
+    else:
+        _RECURSION_REMAINING.value += below
 
 
 def _fresh_main() -> dict[str, Any]:

@@ -614,6 +614,21 @@ AS_IN_A_SCRIPT = {
     sys.stderr.reconfigure(errors="replace")
     print("Total: 42", sys.stdout.seekable(), sys.stdin.seekable())
     """,
+    "own_recursion_limit": """
+    import sys
+
+    sys.setrecursionlimit(1500)
+
+    def depth(n):
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    print(sys.getrecursionlimit(), depth(1497))
+    for n in (1498, 1499):
+        try:
+            print(depth(n))
+        except RecursionError:
+            print(n, "too deep")
+    """,
     "main_thread_identity": """
     import threading
 
