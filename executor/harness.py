@@ -50,6 +50,10 @@ _run_exitfuncs, _collect = atexit._run_exitfuncs, gc.collect
 """The interpreter's own finalization steps, bound before any program: one that rebinds
 `gc.collect` changes its own calls, not how it ends."""
 
+_write, _close, _memoryview, _len = os.write, os.close, memoryview, len
+"""What reporting and ending need, bound before any program for the same reason: a
+program that rebound `os.write` to a no-op kept the report spinning until its deadline."""
+
 _gettrace, _settrace, _getprofile, _setprofile = (
     sys.gettrace,
     sys.settrace,
@@ -270,11 +274,11 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
     JSON, not marshal: the parent decodes what a hostile program may have written in
     its place, and a few marshal bytes can make the decoder allocate gigabytes."""
     data = "".join(_encode_frame(frame, 0)).encode()
-    view = memoryview(len(data).to_bytes(4, "big") + data)
+    view = _memoryview(_len(data).to_bytes(4, "big") + data)
     while view:
-        written = os.write(fd, view)
+        written = _write(fd, view)
         view = view[written:]
-    os.close(fd)
+    _close(fd)
 
 
 def _compile_program(program: str, kind: Kind) -> tuple[types.CodeType, types.CodeType | None]:

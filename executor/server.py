@@ -8,6 +8,7 @@ overload (RESOURCE_EXHAUSTED), draining (UNAVAILABLE) and auth (UNAUTHENTICATED)
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -65,12 +66,17 @@ def version() -> str:
 
 
 class Admission:
-    """Counts accepted tasks (running + queued) against one bound."""
+    """Counts accepted tasks (running + queued) against one bound.
+
+    `release` is synchronous, so a stream gives a task's place back from the task's
+    done-callback, which runs even for a task cancelled before its first step: releasing
+    inside the task lost that place whenever a stream ended early, until none was left.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.count = 0
-        self._freed = asyncio.Condition()
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def try_acquire(self) -> bool:
         """Take a place if one is free, without waiting."""
@@ -81,15 +87,28 @@ class Admission:
 
     async def acquire(self) -> None:
         """Wait for a place (streams wait; that is their flow control)."""
-        async with self._freed:
-            await self._freed.wait_for(lambda: self.count < self.limit)
-            self.count += 1
+        while self.count >= self.limit:
+            freed = asyncio.get_running_loop().create_future()
+            self._waiting.append(freed)
+            try:
+                await freed
+            except asyncio.CancelledError:
+                if freed.done() and not freed.cancelled():
+                    self._wake_one()  # the place it was woken for goes to the next
+                raise
+        self.count += 1
 
-    async def release(self) -> None:
+    def release(self) -> None:
         """Give a place back."""
-        async with self._freed:
-            self.count -= 1
-            self._freed.notify(1)
+        self.count -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            freed = self._waiting.popleft()
+            if not freed.done():
+                freed.set_result(None)
+                return
 
 
 class SandboxService(pb_grpc.SandboxServicer):
@@ -117,13 +136,18 @@ class SandboxService(pb_grpc.SandboxServicer):
         try:
             result = await self._run(spec, context)
         finally:
-            await self.admission.release()
+            self.admission.release()
         return wire.result_to_proto(result)
 
     async def ExecuteStream(
         self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: Context
     ) -> AsyncIterator[pb.ExecuteResponse]:
-        """Results in completion order; reading pauses while the stream's window is full."""
+        """Results in completion order; reading pauses while the stream's window is full.
+
+        A task holds its place in the window until its result has been handed to gRPC,
+        which waits for a client that does not read: so a stream holds at most the window's
+        results, where releasing at completion let a slow reader's results pile up.
+        """
         done: asyncio.Queue[asyncio.Task[Result] | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.config.stream_window)
         running: set[asyncio.Task[Result]] = set()
@@ -131,7 +155,7 @@ class SandboxService(pb_grpc.SandboxServicer):
 
         def finished(task: asyncio.Task[Result]) -> None:
             running.discard(task)
-            window.release()
+            self.admission.release()
             done.put_nowait(task)
 
         async def feed() -> None:
@@ -145,7 +169,7 @@ class SandboxService(pb_grpc.SandboxServicer):
                         return
                     await window.acquire()
                     await self.admission.acquire()
-                    task = asyncio.get_running_loop().create_task(self._run_admitted(spec, context))
+                    task = asyncio.get_running_loop().create_task(self._run(spec, context))
                     running.add(task)
                     task.add_done_callback(finished)
             finally:
@@ -158,8 +182,10 @@ class SandboxService(pb_grpc.SandboxServicer):
                 item = await done.get()
                 if item is None:
                     input_open = False
-                elif not item.cancelled():
+                    continue
+                if not item.cancelled():
                     yield wire.result_to_proto(item.result())
+                window.release()
             await feeder
             if failure:
                 self._count_rejection("INVALID_ARGUMENT")
@@ -199,12 +225,6 @@ class SandboxService(pb_grpc.SandboxServicer):
         if require_id and not spec.id:
             raise wire.RequestError("id", "every ExecuteStream request needs an id (field `id`)")
         return spec
-
-    async def _run_admitted(self, spec: wire.TaskSpec, context: Context) -> Result:
-        try:
-            return await self._run(spec, context)
-        finally:
-            await self.admission.release()
 
     async def _run(self, spec: wire.TaskSpec, context: Context) -> Result:
         """Run with the wall clock cut to the caller's deadline; cancellation kills the task."""

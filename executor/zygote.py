@@ -360,6 +360,10 @@ def _kill(task: Task) -> None:
         signal.pidfd_send_signal(task.pidfd, signal.SIGKILL)
 
 
+_exit = os._exit
+"""Bound before any program runs: a task ends by it even if its program rebound `os._exit`."""
+
+
 def _run_spare(sandbox: Sandbox, pipes: Pipes) -> NoReturn:
     """A spare's life: contain, wait for the spec, run it, report, exit. Never returns.
 
@@ -370,24 +374,24 @@ def _run_spare(sandbox: Sandbox, pipes: Pipes) -> NoReturn:
         failure = _contained(sandbox, pipes)
         spec = spares.read_spec(pipes.spec if _is_open(pipes.spec) else 0)  # 0 once wired
         if spec is None:
-            os._exit(0)  # discarded unused
+            _exit(0)  # discarded unused
         started = time.monotonic()
         if failure is not None:
             result_fd = RESULT_FD if _is_open(RESULT_FD) else pipes.result
             harness.write_frame(result_fd, {"kind": "internal", "message": failure})
-            os._exit(0)
+            _exit(0)
         os.write(RESULT_FD, channel.CONTAINED)
         frame = harness.run(spec["program"], spec["prelude"], Kind(spec["kind"]), spec["name"])
         if spec.get("trace"):
             frame["trace"] = (started, time.monotonic())
         harness.write_frame(RESULT_FD, frame)
         harness.shut_down()
-        os._exit(0)
+        _exit(0)
     except MemoryError:
         harness.write_frame(RESULT_FD, harness.MEMORY_FRAME)
-        os._exit(0)
+        _exit(0)
     finally:
-        os._exit(70)
+        _exit(70)
 
 
 def _contained(sandbox: Sandbox, pipes: Pipes) -> str | None:

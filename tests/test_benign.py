@@ -629,6 +629,14 @@ AS_IN_A_SCRIPT = {
         except RecursionError:
             print(n, "too deep")
     """,
+    "rebound_os_functions": """
+    import builtins
+    import os
+
+    os.write = lambda fd, data: 0
+    os.close = os._exit = builtins.memoryview = None
+    print(3)
+    """,
     "main_thread_identity": """
     import threading
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import re
 import secrets
 import signal
@@ -452,6 +453,43 @@ def _same_where_both(
     """Every process alive in both snapshots (the server, zygotes, fork servers, idle
     spares) holds what it held; processes that came or went are tasks and spares."""
     return all(after[pid] == before[pid] for pid in before.keys() & after.keys())
+
+
+def test_a_slow_reader_holds_no_more_results_than_the_stream_window(
+    stub: Any, metrics_port: int
+) -> None:
+    """A client that stops reading stops the stream: a task keeps its place in the window
+    until its result is handed over, so at most the window's results (256) wait in the
+    server; released at completion, they piled up as fast as tasks ran."""
+    program = "print('x' * 60_000)"  # the responses fill the transport's buffers quickly
+    requests = (make_request(program, convention="stdout", id=str(i)) for i in range(100_000))
+    ok = 'potsandbox_tasks_total{status="ok"}'
+    before = scrape(metrics_port).get(ok, 0.0)
+    call = stub.ExecuteStream(requests, timeout=60)
+    try:
+        time.sleep(8)  # never read
+        ran = scrape(metrics_port).get(ok, 0.0) - before
+    finally:
+        call.cancel()
+    assert 0 < ran < 256 + 200, f"{ran:.0f} results waited for a client that reads none"
+
+
+def test_streams_ended_early_give_back_every_admission_place(tmp_path: Path) -> None:
+    """A stream's tasks hold admission places; one cancelled before its first step never
+    gave its place back, and with one place (no queue) the first such loss refused every
+    later call as overload."""
+    args = ("--workers", "0", "--numpy-workers", "0", "--lean-workers", "1")
+    with running(tmp_path, *args, "--max-in-flight", "1", "--queue-size", "0") as srv:
+        stub = srv.stub()
+        rng = random.Random(7)
+        for i in range(200):
+            batch = [make_request("ans = 1", id=f"{i}-{j}") for j in range(30)]
+            call = stub.ExecuteStream(iter(batch), timeout=30)
+            time.sleep(rng.uniform(0.002, 0.02))
+            call.cancel()
+        assert wait_until(lambda: no_task_sleeps(srv), 10)
+        reply = stub.Execute(make_request("ans = 6 * 7", convention="ans"), timeout=30)
+        assert (reply.status, reply.answer) == (pb.STATUS_OK, "42"), reply
 
 
 def test_concurrent_unary_calls_all_return(stub: Any) -> None:
