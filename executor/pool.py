@@ -415,23 +415,15 @@ class ZygotePool:
         """Undo a zygote's start that did not finish: its process and its cgroup go."""
         if zygote is not None:
             await self._retire(zygote)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        if cgroup:
-            await _remove_cgroup(cgroup)
+        else:
+            await _end(process, cgroup)
 
     async def _retire(self, zygote: _Zygote) -> None:
         zygote.alive = False
         zygote.writer.close()
-        with contextlib.suppress(ProcessLookupError):
-            zygote.process.kill()
-        await zygote.process.wait()
+        await _end(zygote.process, zygote.cgroup)
         if zygote.watcher is not None and zygote.watcher is not asyncio.current_task():
             zygote.watcher.cancel()
-        if zygote.cgroup:
-            await _remove_cgroup(zygote.cgroup)
 
     def _zygote_cgroup(self) -> str:
         """A new zygote's pids cgroup ("" without one): room for each slot's task threads."""
@@ -539,6 +531,15 @@ class ZygotePool:
     def _settle(self, pending: _Pending, result: Result) -> None:
         if not pending.future.done():
             pending.future.set_result(result)
+
+
+async def _end(process: asyncio.subprocess.Process, cgroup: str) -> None:
+    """Kill and reap a zygote process, then remove its pids cgroup (if it has one)."""
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+    if cgroup:
+        await _remove_cgroup(cgroup)
 
 
 def _lost(reason: str) -> Result:

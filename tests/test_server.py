@@ -413,8 +413,9 @@ def test_a_soak_of_mixed_programs_leaves_the_service_as_it_found_it(
             requests[f"h{i}"] = make_request(program, id=f"h{i}")
         else:
             record = benign[i % len(benign)]
-            requests[f"b{i}:{record['id']}"] = _record_request(record, f"b{i}:{record['id']}")
-    solo = {r["id"]: stub.Execute(_record_request(r, r["id"]), timeout=60) for r in benign}
+            task_id = f"b{i}:{record['id']}"
+            requests[task_id] = reference_request(record | {"id": task_id})
+    solo = {r["id"]: stub.Execute(reference_request(r), timeout=60) for r in benign}
     before = _long_lived_state(server)
     seen: Counter[str] = Counter()
     for reply in stub.ExecuteStream(iter(requests.values()), timeout=110):
@@ -428,13 +429,6 @@ def test_a_soak_of_mixed_programs_leaves_the_service_as_it_found_it(
     assert wait_until(lambda: _same_where_both(before, _long_lived_state(server)), 10), (
         before,
         after,
-    )
-
-
-def _record_request(record: dict[str, Any], task_id: str) -> pb.ExecuteRequest:
-    convention = convention_of(record)
-    return make_request(
-        record["program"], prelude=record["prelude"] or "", convention=str(convention), id=task_id
     )
 
 
